@@ -1,0 +1,40 @@
+//! The `post` command line: the edge of the pipeline.
+//!
+//! `.post` source -> `post_compiler` (syntax -> check -> lower) -> `post_graph::Graph`
+//! -> `post_runtime` (models, data, rollouts, objectives, kernels).
+//! Each subcommand lives in its own module; this file only dispatches.
+//! Exit codes: 0 success, 1 errors in the input or the run, 2 usage errors.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "post",
+    version,
+    about = "Declarative LLM post-training experiments: check, format, compile and run .post files"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap: help and version are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {}
+}

@@ -1,0 +1,1 @@
+//! The post compiler front end: syntax -> check -> lower -> graph.

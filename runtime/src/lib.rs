@@ -1,0 +1,4 @@
+//! The post runtime: executes a lowered graph on candle.
+
+pub mod data;
+pub mod tasks;

@@ -1,0 +1,509 @@
+//! Built-in synthetic tasks with machine-checkable answers and step-by-step expert traces.
+//!
+//! Every record has the text fields `prompt`, `solution` (the expert trace: steps separated by
+//! `"\n"`, final line `#### <answer>`), `answer` and `rejected` (a plausible wrong solution in the
+//! same format, for preference pairs). Only characters of the built-in char tokenizer occur.
+//!
+//! Generation is deterministic for (task, split, size, difficulty, seed). Train and test splits
+//! are disjoint by construction: a problem belongs to the test split exactly when a fixed hash
+//! of its prompt falls in the test bucket, whatever the seed, so no seed can leak a test problem
+//! into training.
+//!
+//! - `arith`: addition of two `difficulty`-digit numbers. The trace works column by column, least
+//!   significant digit first, each line `a+b+carry=sum;partial` where `partial` is the result
+//!   digits written so far. A model that does not carry correctly gets almost every problem wrong
+//!   once numbers have several digits.
+//! - `countdown`: `difficulty` numbers (1..=9) in a fixed order and a target; the numbers are
+//!   combined left to right with `+`, `-` or `*` (every intermediate value non-negative). Only
+//!   problems with exactly one operator sequence reaching the target are generated, so the answer
+//!   (the fully parenthesised expression) is unique and checkable by exact match, and
+//!   [`check`] also verifies any completion by evaluating it. The trace lists one operation per
+//!   line; guessing has success probability about 3^-(difficulty-1).
+
+use std::collections::BTreeSet;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::Record;
+
+/// Marker before the final answer in every solution.
+pub const ANSWER_MARKER: &str = "####";
+
+/// One in this many problems belongs to the test split.
+const TEST_BUCKETS: u64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    Arith,
+    Countdown,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TaskError {
+    #[error("unknown task `{0}` (built-in tasks: arith, countdown)")]
+    Unknown(String),
+    #[error("task `{task}` supports difficulty {min}..={max}, got {got}")]
+    Difficulty {
+        task: &'static str,
+        min: u32,
+        max: u32,
+        got: u32,
+    },
+}
+
+impl TaskKind {
+    pub fn parse(name: &str) -> Result<TaskKind, TaskError> {
+        match name {
+            "arith" => Ok(TaskKind::Arith),
+            "countdown" => Ok(TaskKind::Countdown),
+            other => Err(TaskError::Unknown(other.to_string())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Arith => "arith",
+            TaskKind::Countdown => "countdown",
+        }
+    }
+
+    fn difficulty_range(self) -> (u32, u32) {
+        match self {
+            // 18 digits keeps every sum inside u64.
+            TaskKind::Arith => (1, 18),
+            // One number would need no operation; 8 keeps uniqueness checks cheap (3^7 sequences).
+            TaskKind::Countdown => (2, 8),
+        }
+    }
+}
+
+/// Which split a generated problem goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSplit {
+    Train,
+    Test,
+}
+
+impl From<post_graph::Split> for TaskSplit {
+    fn from(s: post_graph::Split) -> Self {
+        match s {
+            post_graph::Split::Train => TaskSplit::Train,
+            post_graph::Split::Test => TaskSplit::Test,
+        }
+    }
+}
+
+/// Generate `size` records of `task` (a built-in task name).
+pub fn generate(
+    task: &str,
+    split: TaskSplit,
+    size: usize,
+    difficulty: u32,
+    seed: u64,
+) -> Result<Vec<Record>, TaskError> {
+    let kind = TaskKind::parse(task)?;
+    let (min, max) = kind.difficulty_range();
+    if difficulty < min || difficulty > max {
+        return Err(TaskError::Difficulty {
+            task: kind.name(),
+            min,
+            max,
+            got: difficulty,
+        });
+    }
+    let split_tag = match split {
+        TaskSplit::Train => 1u64,
+        TaskSplit::Test => 2u64,
+    };
+    let stream = fnv1a(format!("{}/{split_tag}/{difficulty}", kind.name()).as_bytes());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stream.rotate_left(17));
+    let mut out = Vec::with_capacity(size);
+    let mut seen = BTreeSet::new();
+    // Small problem spaces (1-digit sums) cannot supply `size` distinct problems; after this
+    // many fruitless draws duplicates are accepted rather than looping forever.
+    let patience = 200 + 50 * size;
+    let mut misses = 0usize;
+    while out.len() < size {
+        let problem = match kind {
+            TaskKind::Arith => arith_problem(&mut rng, difficulty),
+            TaskKind::Countdown => match countdown_problem(&mut rng, difficulty) {
+                Some(p) => p,
+                None => {
+                    misses += 1;
+                    if misses > patience * 20 {
+                        // Unique-solution problems exist at every supported difficulty (checked
+                        // in tests), so this only guards against an infinite loop.
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        let in_test = fnv1a(problem.prompt.as_bytes()) % TEST_BUCKETS == 0;
+        if in_test != (split == TaskSplit::Test) {
+            continue;
+        }
+        if !seen.insert(problem.prompt.clone()) && misses < patience {
+            misses += 1;
+            continue;
+        }
+        out.push(problem.into_record());
+    }
+    Ok(out)
+}
+
+/// Whether `completion` solves the problem of `record` (a record generated by `task`).
+/// The answer is read after the last `####` marker.
+pub fn check(task: TaskKind, record: &Record, completion: &str) -> bool {
+    let Some(given) = final_answer(completion) else {
+        return false;
+    };
+    match task {
+        TaskKind::Arith => record.get("answer").is_some_and(|a| a.trim() == given),
+        TaskKind::Countdown => {
+            let (Some(prompt), Some(_)) = (record.get("prompt"), record.get("answer")) else {
+                return false;
+            };
+            match parse_countdown_prompt(prompt) {
+                Some((numbers, target)) => eval_countdown_answer(given, &numbers) == Some(target),
+                None => false,
+            }
+        }
+    }
+}
+
+/// The text after the last answer marker, trimmed; None when there is no marker.
+pub fn final_answer(completion: &str) -> Option<&str> {
+    let idx = completion.rfind(ANSWER_MARKER)?;
+    let rest = &completion[idx + ANSWER_MARKER.len()..];
+    // The answer is the rest of that line.
+    Some(rest.lines().next().unwrap_or("").trim())
+}
+
+struct Problem {
+    prompt: String,
+    solution: String,
+    answer: String,
+    rejected: String,
+}
+
+impl Problem {
+    fn into_record(self) -> Record {
+        let mut r = Record::default();
+        r.insert("prompt", self.prompt);
+        r.insert("solution", self.solution);
+        r.insert("answer", self.answer);
+        r.insert("rejected", self.rejected);
+        r
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+// ---------------------------------------------------------------------------------------------
+// arith
+
+fn random_number(rng: &mut ChaCha8Rng, digits: u32) -> u64 {
+    if digits == 1 {
+        return rng.random_range(0..10);
+    }
+    let lo = 10u64.pow(digits - 1);
+    rng.random_range(lo..lo * 10)
+}
+
+fn arith_problem(rng: &mut ChaCha8Rng, digits: u32) -> Problem {
+    let a = random_number(rng, digits);
+    let b = random_number(rng, digits);
+    let prompt = format!("{a}+{b}=?\n");
+    let (solution, answer) = arith_trace(a, b, true);
+    let (mut rejected, rejected_answer) = arith_trace(a, b, false);
+    if rejected_answer == answer {
+        // No column carried, so forgetting carries changes nothing: the plausible mistake is
+        // then an off-by-one in the last column.
+        rejected = arith_off_by_one(a, b);
+    }
+    Problem {
+        prompt,
+        solution,
+        answer: answer.to_string(),
+        rejected,
+    }
+}
+
+fn digits_lsb_first(mut n: u64, width: usize) -> Vec<u64> {
+    let mut d = Vec::with_capacity(width);
+    for _ in 0..width {
+        d.push(n % 10);
+        n /= 10;
+    }
+    d
+}
+
+/// The column-by-column trace of `a + b`; with `carry == false` carries are dropped (the
+/// typical wrong solution).
+fn arith_trace(a: u64, b: u64, carry: bool) -> (String, u64) {
+    let width = a.max(b).to_string().len();
+    let da = digits_lsb_first(a, width);
+    let db = digits_lsb_first(b, width);
+    let mut lines = Vec::new();
+    let mut c = 0u64;
+    let mut partial = String::new();
+    for (x, y) in da.iter().zip(&db) {
+        let s = x + y + c;
+        partial.insert(0, char::from(b'0' + (s % 10) as u8));
+        lines.push(format!("{x}+{y}+{c}={s};{partial}"));
+        c = if carry { s / 10 } else { 0 };
+    }
+    if c > 0 {
+        partial.insert(0, '1');
+    }
+    let result: u64 = partial.parse().unwrap_or(0);
+    lines.push(format!("{ANSWER_MARKER} {result}"));
+    (lines.join("\n"), result)
+}
+
+fn arith_off_by_one(a: u64, b: u64) -> String {
+    let (good, answer) = arith_trace(a, b, true);
+    let wrong = answer + 1;
+    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
+    if let Some(last) = lines.last_mut() {
+        *last = format!("{ANSWER_MARKER} {wrong}");
+    }
+    lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// countdown
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Add,
+    Sub,
+    Mul,
+}
+
+impl Op {
+    const ALL: [Op; 3] = [Op::Add, Op::Sub, Op::Mul];
+
+    fn symbol(self) -> char {
+        match self {
+            Op::Add => '+',
+            Op::Sub => '-',
+            Op::Mul => '*',
+        }
+    }
+
+    /// None when the result would be negative (not allowed) or overflow.
+    fn apply(self, x: i64, y: i64) -> Option<i64> {
+        let r = match self {
+            Op::Add => x.checked_add(y)?,
+            Op::Sub => x.checked_sub(y)?,
+            Op::Mul => x.checked_mul(y)?,
+        };
+        (r >= 0).then_some(r)
+    }
+}
+
+fn eval_ops(numbers: &[i64], ops: &[Op]) -> Option<i64> {
+    let mut acc = *numbers.first()?;
+    for (op, n) in ops.iter().zip(&numbers[1..]) {
+        acc = op.apply(acc, *n)?;
+    }
+    Some(acc)
+}
+
+fn all_op_sequences(len: usize) -> Vec<Vec<Op>> {
+    let mut seqs = vec![Vec::new()];
+    for _ in 0..len {
+        seqs = seqs
+            .into_iter()
+            .flat_map(|s| {
+                Op::ALL.iter().map(move |op| {
+                    let mut t = s.clone();
+                    t.push(*op);
+                    t
+                })
+            })
+            .collect();
+    }
+    seqs
+}
+
+fn countdown_expression(numbers: &[i64], ops: &[Op]) -> String {
+    let mut expr = numbers.first().map(|n| n.to_string()).unwrap_or_default();
+    for (i, (op, n)) in ops.iter().zip(&numbers[1..]).enumerate() {
+        // The last operation needs no parentheses around the whole.
+        expr = if i == 0 {
+            format!("{expr}{}{n}", op.symbol())
+        } else {
+            format!("({expr}){}{n}", op.symbol())
+        };
+    }
+    expr
+}
+
+fn countdown_trace(numbers: &[i64], ops: &[Op]) -> Option<String> {
+    let mut lines = Vec::new();
+    let mut acc = *numbers.first()?;
+    for (op, n) in ops.iter().zip(&numbers[1..]) {
+        let next = op.apply(acc, *n)?;
+        lines.push(format!("{acc}{}{n}={next}", op.symbol()));
+        acc = next;
+    }
+    lines.push(format!(
+        "{ANSWER_MARKER} {}",
+        countdown_expression(numbers, ops)
+    ));
+    Some(lines.join("\n"))
+}
+
+fn countdown_problem(rng: &mut ChaCha8Rng, count: u32) -> Option<Problem> {
+    let numbers: Vec<i64> = (0..count).map(|_| rng.random_range(1..10)).collect();
+    let ops: Vec<Op> = (1..count)
+        .map(|_| Op::ALL[rng.random_range(0..Op::ALL.len())])
+        .collect();
+    let target = eval_ops(&numbers, &ops)?;
+    let candidates = all_op_sequences(ops.len());
+    let hits = candidates
+        .iter()
+        .filter(|s| eval_ops(&numbers, s) == Some(target))
+        .count();
+    if hits != 1 {
+        return None;
+    }
+    // The rejected solution: a valid-looking computation that misses the target, the one whose
+    // result is closest to it (the most plausible near miss).
+    let wrong = candidates
+        .iter()
+        .filter_map(|s| eval_ops(&numbers, s).map(|v| (s, v)))
+        .filter(|(_, v)| *v != target)
+        .min_by_key(|(_, v)| (v - target).abs())?;
+    let nums_text: Vec<String> = numbers.iter().map(|n| n.to_string()).collect();
+    Some(Problem {
+        prompt: format!("{} -> {target}\n", nums_text.join(" ")),
+        solution: countdown_trace(&numbers, &ops)?,
+        answer: countdown_expression(&numbers, &ops),
+        rejected: countdown_trace(&numbers, wrong.0)?,
+    })
+}
+
+fn parse_countdown_prompt(prompt: &str) -> Option<(Vec<i64>, i64)> {
+    let (nums, target) = prompt.trim().split_once("->")?;
+    let numbers = nums
+        .split_whitespace()
+        .map(|n| n.parse().ok())
+        .collect::<Option<Vec<i64>>>()?;
+    Some((numbers, target.trim().parse().ok()?))
+}
+
+/// Evaluate a left-to-right, parenthesised countdown answer such as `((3+5)*2)-1`; it must use
+/// exactly `numbers` in order. None when malformed.
+fn eval_countdown_answer(answer: &str, numbers: &[i64]) -> Option<i64> {
+    let cleaned: String = answer.chars().filter(|c| !matches!(c, '(' | ')')).collect();
+    let mut nums = Vec::new();
+    let mut ops = Vec::new();
+    let mut current = String::new();
+    for c in cleaned.chars() {
+        match c {
+            '0'..='9' => current.push(c),
+            '+' | '-' | '*' => {
+                nums.push(current.parse::<i64>().ok()?);
+                current.clear();
+                ops.push(match c {
+                    '+' => Op::Add,
+                    '-' => Op::Sub,
+                    _ => Op::Mul,
+                });
+            }
+            ' ' => {}
+            _ => return None,
+        }
+    }
+    nums.push(current.parse::<i64>().ok()?);
+    if nums != numbers {
+        return None;
+    }
+    // Parentheses must express left-to-right order: the canonical rendering must match.
+    if countdown_expression(&nums, &ops) != answer.replace(' ', "") {
+        return None;
+    }
+    eval_ops(&nums, &ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHARSET: &str = "0123456789abcdefghijklmnopqrstuvwxyz +-*/=()<>.,:;?#_[]\n";
+
+    fn only_charset(r: &Record) -> bool {
+        r.fields()
+            .values()
+            .all(|v| v.chars().all(|c| CHARSET.contains(c)))
+    }
+
+    #[test]
+    fn arith_trace_carries() {
+        let (trace, answer) = arith_trace(57, 68, true);
+        assert_eq!(answer, 125);
+        assert_eq!(trace, "7+8+0=15;5\n5+6+1=12;25\n#### 125");
+        let (_, wrong) = arith_trace(57, 68, false);
+        assert_eq!(wrong, 15);
+    }
+
+    #[test]
+    fn deterministic_disjoint_and_checkable() {
+        for (task, d) in [("arith", 1), ("arith", 3), ("countdown", 2), ("countdown", 4)] {
+            let a = generate(task, TaskSplit::Train, 200, d, 7).unwrap();
+            let b = generate(task, TaskSplit::Train, 200, d, 7).unwrap();
+            assert_eq!(a, b);
+            let c = generate(task, TaskSplit::Train, 200, d, 8).unwrap();
+            assert_ne!(a, c);
+            let test = generate(task, TaskSplit::Test, 100, d, 7).unwrap();
+            let train_prompts: BTreeSet<_> = a.iter().map(|r| r.get("prompt")).collect();
+            assert!(test.iter().all(|r| !train_prompts.contains(&r.get("prompt"))));
+            let kind = TaskKind::parse(task).unwrap();
+            for r in a.iter().chain(&test) {
+                assert!(only_charset(r), "{r:?}");
+                let sol = r.get("solution").unwrap();
+                let rej = r.get("rejected").unwrap();
+                assert!(check(kind, r, sol), "{r:?}");
+                assert!(!check(kind, r, rej), "{r:?}");
+                assert_eq!(final_answer(sol), r.get("answer"));
+            }
+        }
+    }
+
+    #[test]
+    fn countdown_answers_are_verified_not_matched() {
+        let mut r = Record::default();
+        r.insert("prompt", "3 5 2 -> 16\n".to_string());
+        r.insert("answer", "(3+5)*2".to_string());
+        assert!(check(TaskKind::Countdown, &r, "3+5=8\n8*2=16\n#### (3+5)*2"));
+        assert!(!check(TaskKind::Countdown, &r, "#### (3+5)+2"));
+        assert!(!check(TaskKind::Countdown, &r, "#### 16"));
+        assert!(!check(TaskKind::Countdown, &r, "#### (5+3)*2"));
+        assert!(!check(TaskKind::Countdown, &r, "no marker"));
+    }
+
+    #[test]
+    fn bad_difficulty_is_refused() {
+        assert!(matches!(
+            generate("countdown", TaskSplit::Train, 1, 1, 0),
+            Err(TaskError::Difficulty { .. })
+        ));
+        assert!(matches!(
+            generate("sudoku", TaskSplit::Train, 1, 1, 0),
+            Err(TaskError::Unknown(_))
+        ));
+        assert!(generate("countdown", TaskSplit::Train, 5, 8, 0).unwrap().len() == 5);
+    }
+}
