@@ -9,6 +9,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
+mod check;
+mod compile;
+mod diagnostics;
+mod fmt;
+mod fs;
+
 #[derive(Parser)]
 #[command(
     name = "post",
@@ -21,7 +28,17 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Check .post files (directories are walked): exit 0 clean, 1 errors, 2 usage.
+    Check(check::Args),
+    /// Format .post files in canonical form (`--check` only reports).
+    Fmt(fmt::Args),
+    /// Compile an experiment and print its runtime graph as JSON.
+    Compile(compile::Args),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -36,5 +53,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    match cli.command {}
+    match cli.command {
+        Command::Check(a) => check::run(a),
+        Command::Fmt(a) => fmt::run(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Bench(b) => bench::run(b),
+    }
 }

@@ -343,6 +343,10 @@ pub enum PrefixSearch {
 pub struct Slot {
     pub name: String,
     pub source: SlotSource,
+    /// The reward whose value `Quantity::Reward` of this slot reads (a name in
+    /// [`Graph::rewards`]); `None` when the loss does not read the reward.
+    #[serde(default)]
+    pub reward: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

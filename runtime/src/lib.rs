@@ -1,4 +1,19 @@
 //! The post runtime: executes a lowered graph on candle.
 
+pub mod checkpoint;
 pub mod data;
+pub mod exec;
+pub mod optim;
+pub mod output;
 pub mod tasks;
+
+pub mod objectives;
+pub mod rewards;
+pub mod rollouts;
+
+pub mod generate;
+pub mod hf;
+pub mod logprob;
+pub mod memory;
+pub mod model;
+pub mod tokenizer;

@@ -12,7 +12,9 @@
 //! training, f64 in the reference tests).
 //!
 //! Numerical choices (also the reference semantics the tests check against):
-//! - masked positions are replaced by 0 before weighting, so NaN/inf at padding never leaks;
+//! - log-probabilities at masked positions read as 0, and token reductions replace masked
+//!   positions by 0 before weighting, so NaN/inf left in padding never leaks into a value or a
+//!   gradient;
 //! - a mean over zero tokens (a fully masked sequence, or slot) is 0;
 //! - group/batch std is the sample std (n - 1), and 0 for groups of one;
 //! - `sigmoid` and `log_sigmoid` use a branch per sign whose inactive branch is clamped, so
@@ -246,14 +248,21 @@ impl Ctx<'_> {
         let missing = |what: &str| -> Result<Val> {
             bail!("the objective reads `{what}` of slot `{slot}`, which was not provided")
         };
+        // Log-probabilities at masked positions become 0, so whatever the caller left in the
+        // padding (NaN, -inf) never reaches a value or a gradient.
+        let keep = || -> Result<Tensor> { self.constant(&s.mask)?.gt(0f64) };
+        let clean = |t: Tensor| -> Result<Val> {
+            let zeros = t.zeros_like()?;
+            Ok(token(keep()?.where_cond(&t, &zeros)?))
+        };
         Ok(match q {
-            Quantity::Logp => token(s.logp.to_dtype(self.dtype)?),
+            Quantity::Logp => clean(s.logp.to_dtype(self.dtype)?)?,
             Quantity::RefLogp => match &s.ref_logp {
-                Some(t) => token(self.constant(t)?),
+                Some(t) => clean(self.constant(t)?)?,
                 None => return missing("ref_logp"),
             },
             Quantity::OldLogp => match &s.old_logp {
-                Some(t) => token(self.constant(t)?),
+                Some(t) => clean(self.constant(t)?)?,
                 None => return missing("old_logp"),
             },
             Quantity::Mask => token(self.constant(&s.mask)?),
@@ -271,11 +280,6 @@ impl Ctx<'_> {
             Quantity::MaxTokens => Val::Num(s.max_tokens as f64),
             Quantity::NumSeqs => Val::Num(s.num_seqs()? as f64),
         })
-    }
-
-    /// A tensor holding `v` with the shape of `like`.
-    fn full_like(&self, v: f64, like: &Tensor) -> Result<Tensor> {
-        Tensor::full(v, like.dims(), &self.device)?.to_dtype(self.dtype)
     }
 
     /// Bring the values to a common axis and shape: the highest axis among them wins.

@@ -1,0 +1,74 @@
+//! `post compile <file> --emit graph`: print the lowered graph as versioned JSON on stdout and
+//! the list of every default the compiler applied on stderr.
+
+use std::process::ExitCode;
+
+use crate::diagnostics::{render, use_color};
+use crate::fs::OsFs;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Emit {
+    /// The runtime graph as JSON.
+    Graph,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The experiment file.
+    pub file: String,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "graph")]
+    pub emit: Emit,
+    /// Write the output to this file (atomically) instead of stdout.
+    #[arg(short, long)]
+    pub output: Option<String>,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    if !std::path::Path::new(&args.file).exists() {
+        eprintln!("error: no such file: {}", args.file);
+        return ExitCode::from(2);
+    }
+    let c = post_compiler::compile(&OsFs, &args.file);
+    let color = use_color();
+    for d in &c.diagnostics {
+        eprint!("{}", render(d, &args.file, &c.source, color));
+    }
+    if c.has_errors() {
+        eprintln!("{} error(s); no graph written", c.diagnostics.iter().filter(|d| d.is_error()).count());
+        return ExitCode::from(1);
+    }
+    let Some(graph) = &c.graph else {
+        eprintln!("error: `{}` defines no experiment (it is a library of definitions)", args.file);
+        return ExitCode::from(1);
+    };
+    let defaults = c.defaults_report();
+    if !defaults.is_empty() {
+        eprintln!("defaults applied ({}):", defaults.len());
+        for d in &defaults {
+            eprintln!("  {d}");
+        }
+    }
+    let Emit::Graph = args.emit;
+    let json = graph.to_json();
+    match &args.output {
+        None => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Some(out) => match write_atomic(out, &json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot write {out}: {e}");
+                ExitCode::from(1)
+            }
+        },
+    }
+}
+
+/// Write to a temporary file beside the target, then rename over it.
+pub fn write_atomic(path: &str, text: &str) -> std::io::Result<()> {
+    let tmp = format!("{path}.tmp{}", std::process::id());
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,1191 @@
+//! Checking and lowering: names, types, units, ranges, cross-field constraints, then the graph.
+//!
+//! Definitions are evaluated lazily (with cycle detection) into [`Value`]s by binding call
+//! arguments against the signatures in [`builtins`]; rewards lower to `RExpr` in [`reward`] and
+//! objective formulas to `Expr` in [`formula`]. The graph is assembled only when no error was
+//! found; every error of the file is reported in one run.
+
+pub(crate) mod builtins;
+pub(crate) mod formula;
+pub(crate) mod reward;
+mod stage;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use post_graph::{
+    AppliedDefault, Condition, DataNode, DataSource, Graph, GRAPH_VERSION, MetricKind, ModelConfig,
+    ModelNode, ModelSource, Optimizer, RExpr, RewardNode, Rollout, RolloutNode, Schedule, Stage,
+    Summary, Transform,
+};
+
+use crate::FileSystem;
+use crate::diagnostic::Diagnostic;
+use crate::span::Span;
+use crate::suggest;
+use crate::syntax::ast::*;
+use builtins::T;
+
+/// Units a number can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Steps,
+    Tokens,
+    Prompts,
+    Sequences,
+    Completions,
+}
+
+impl Unit {
+    pub fn parse(s: &str) -> Option<Unit> {
+        Some(match s {
+            "step" | "steps" => Unit::Steps,
+            "token" | "tokens" => Unit::Tokens,
+            "prompt" | "prompts" => Unit::Prompts,
+            "sequence" | "sequences" => Unit::Sequences,
+            "completion" | "completions" => Unit::Completions,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Steps => "steps",
+            Unit::Tokens => "tokens",
+            Unit::Prompts => "prompts",
+            Unit::Sequences => "sequences",
+            Unit::Completions => "completions",
+        }
+    }
+}
+
+/// A dataset value: its source, transforms and what is known about its record fields.
+#[derive(Debug, Clone)]
+pub struct DataVal {
+    pub name: Option<String>,
+    pub source: DataSource,
+    pub transforms: Vec<Transform>,
+    /// Record fields, when known (tasks: fixed list; JSONL: mapped or read from the file).
+    pub fields: Option<BTreeSet<String>>,
+    /// A rough upper bound of a prompt's length in tokens (context-length check).
+    pub prompt_tokens: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RolloutVal {
+    pub name: Option<String>,
+    pub rollout: Rollout,
+}
+
+/// An objective applied to arguments (not yet lowered: lowering needs the stage).
+#[derive(Debug, Clone)]
+pub struct ObjVal {
+    pub def: usize,
+    pub args: Vec<(Option<Ident>, Expr)>,
+    pub module: usize,
+    pub span: Span,
+}
+
+/// What an expression evaluates to at check time.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Num(f64),
+    Quantity(f64, Unit),
+    Str(String),
+    Bool(bool),
+    Sym(String),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    Range(f64, f64),
+    Schedule(Schedule),
+    Model(String),
+    ModelSrc(ModelSource),
+    Data(Box<DataVal>),
+    Field(String, String),
+    Reward(String),
+    Rollout(Box<RolloutVal>),
+    Replay(Box<RolloutVal>, usize),
+    Objective(Box<ObjVal>),
+    Optimizer(Optimizer),
+    Metric(MetricKind, Box<RolloutVal>),
+    Summary(Summary),
+    Condition(Condition),
+}
+
+impl Value {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Value::Num(_) => "a number",
+            Value::Quantity(..) => "a number with a unit",
+            Value::Str(_) => "a string",
+            Value::Bool(_) => "a boolean",
+            Value::Sym(_) => "a name",
+            Value::List(_) => "a list",
+            Value::Tuple(_) => "a tuple",
+            Value::Range(..) => "a range `a -> b`",
+            Value::Schedule(_) => "a schedule",
+            Value::Model(_) | Value::ModelSrc(_) => "a model",
+            Value::Data(_) => "a dataset",
+            Value::Field(..) => "a dataset field",
+            Value::Reward(_) => "a reward",
+            Value::Rollout(_) => "a rollout",
+            Value::Replay(..) => "a replay buffer",
+            Value::Objective(_) => "an objective",
+            Value::Optimizer(_) => "an optimizer",
+            Value::Metric(..) => "a metric",
+            Value::Summary(_) => "an analysis summary",
+            Value::Condition(_) => "a condition",
+        }
+    }
+}
+
+pub(crate) struct DefInfo<'a> {
+    pub def: &'a Def,
+    pub module: usize,
+}
+
+pub(crate) struct Module {
+    /// `main` for the checked file, `std.objectives` etc. for the standard library.
+    #[allow(dead_code)]
+    pub name: String,
+    pub scope: HashMap<String, usize>,
+}
+
+/// Names that are neither definitions nor builtins but are known to the stdlib: hint to import.
+fn import_hint(name: &str) -> Option<String> {
+    crate::stdlib::module_defining(name).map(|m| format!("`{name}` is in the standard library: add `use {m}.{{{name}}}`"))
+}
+
+pub(crate) struct Checker<'a> {
+    pub fs: &'a dyn FileSystem,
+    pub base_dir: String,
+    pub diags: Vec<Diagnostic>,
+    pub modules: Vec<Module>,
+    pub defs: Vec<DefInfo<'a>>,
+    values: HashMap<usize, Option<Value>>,
+    active: Vec<usize>,
+    pub rewards_lowered: HashMap<usize, Option<(RExpr, Vec<(String, Span)>)>>,
+    reward_active: Vec<usize>,
+    // Graph parts, in registration order.
+    pub models: Vec<ModelNode>,
+    pub datasets: Vec<DataNode>,
+    pub data_info: HashMap<String, DataVal>,
+    pub rewards: Vec<RewardNode>,
+    pub reward_fields: HashMap<String, Vec<(String, Span)>>,
+    pub rollouts: Vec<RolloutNode>,
+    pub defaults: Vec<AppliedDefault>,
+    /// Stage names and kinds, known before any definition is evaluated (`selected(s2l)`).
+    pub stage_kinds: Vec<(String, BlockKind)>,
+    anon: usize,
+}
+
+pub fn check(file: &File, fs: &dyn FileSystem, path: &str) -> (Option<Graph>, Vec<Diagnostic>) {
+    let base_dir = match path.rfind('/') {
+        Some(i) => path[..i].to_string(),
+        None => String::new(),
+    };
+    let mut c = Checker {
+        fs,
+        base_dir,
+        diags: Vec::new(),
+        modules: Vec::new(),
+        defs: Vec::new(),
+        values: HashMap::new(),
+        active: Vec::new(),
+        rewards_lowered: HashMap::new(),
+        reward_active: Vec::new(),
+        models: Vec::new(),
+        datasets: Vec::new(),
+        data_info: HashMap::new(),
+        rewards: Vec::new(),
+        reward_fields: HashMap::new(),
+        rollouts: Vec::new(),
+        defaults: Vec::new(),
+        stage_kinds: Vec::new(),
+        anon: 0,
+    };
+    let graph = c.run(file);
+    (graph, c.diags)
+}
+
+impl<'a> Checker<'a> {
+    pub fn err(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    pub fn default_applied(&mut self, path: &str, value: String, origin: &str) {
+        self.defaults.push(AppliedDefault {
+            path: path.to_string(),
+            value,
+            origin: origin.to_string(),
+        });
+    }
+
+    fn add_module(&mut self, name: &str, items: &'a [Item], is_user: bool) -> usize {
+        let id = self.modules.len();
+        self.modules.push(Module {
+            name: name.to_string(),
+            scope: HashMap::new(),
+        });
+        let mut defs: Vec<&'a Def> = Vec::new();
+        for item in items {
+            match item {
+                Item::Def(d) => defs.push(d),
+                Item::Block(b) if b.kind == BlockKind::Experiment && is_user => {
+                    for i in &b.items {
+                        if let Item::Def(d) = i {
+                            defs.push(d);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for d in defs {
+            let def_id = self.defs.len();
+            self.defs.push(DefInfo { def: d, module: id });
+            if let Some(&prev) = self.modules[id].scope.get(&d.name.name) {
+                let prev_span = self.defs[prev].def.name.span;
+                self.err(
+                    Diagnostic::error(
+                        "E0102",
+                        format!("`{}` is defined more than once", d.name.name),
+                        d.name.span,
+                        "defined again here",
+                    )
+                    .with_label(prev_span, "first defined here")
+                    .with_help("rename one of the definitions"),
+                );
+                continue;
+            }
+            self.modules[id].scope.insert(d.name.name.clone(), def_id);
+        }
+        id
+    }
+
+    fn add_imports(&mut self, module: usize, items: &'a [Item], std_ids: &HashMap<&str, usize>) {
+        for item in items {
+            let Item::Use(u) = item else { continue };
+            let mname = u
+                .module
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(".");
+            let mspan = u
+                .module
+                .first()
+                .map(|f| f.span.join(u.module.last().map_or(f.span, |l| l.span)))
+                .unwrap_or(u.span);
+            let Some(&src) = std_ids.get(mname.as_str()) else {
+                let names: Vec<&str> = std_ids.keys().copied().collect();
+                self.err(
+                    Diagnostic::error(
+                        "E0106",
+                        format!("no module named `{mname}`"),
+                        mspan,
+                        "unknown module",
+                    )
+                    .with_help(
+                        suggest::did_you_mean(&mname, names.iter().copied()).unwrap_or_else(
+                            || "the modules are std.objectives, std.rewards, std.rollouts".into(),
+                        ),
+                    ),
+                );
+                continue;
+            };
+            for n in &u.names {
+                match self.modules[src].scope.get(&n.name).copied() {
+                    Some(def_id) => {
+                        if let Some(&prev) = self.modules[module].scope.get(&n.name) {
+                            if prev != def_id {
+                                let prev_span = self.defs[prev].def.name.span;
+                                let mut d = Diagnostic::error(
+                                    "E0102",
+                                    format!("`{}` is imported and also defined here", n.name),
+                                    n.span,
+                                    "imported here",
+                                );
+                                if self.defs[prev].module == module {
+                                    d = d.with_label(prev_span, "defined here");
+                                }
+                                self.err(d.with_help("remove the import or rename the definition"));
+                            }
+                            continue;
+                        }
+                        self.modules[module].scope.insert(n.name.clone(), def_id);
+                    }
+                    None => {
+                        let cands: Vec<String> = self.modules[src].scope.keys().cloned().collect();
+                        let help = suggest::did_you_mean(&n.name, cands.iter().map(|s| s.as_str()))
+                            .unwrap_or_else(|| {
+                                let mut c = cands.clone();
+                                c.sort();
+                                format!("`{mname}` defines: {}", c.join(", "))
+                            });
+                        self.err(
+                            Diagnostic::error(
+                                "E0106",
+                                format!("`{mname}` has no item named `{}`", n.name),
+                                n.span,
+                                "not found in the module",
+                            )
+                            .with_help(help),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, file: &'a File) -> Option<Graph> {
+        // Standard library modules first (their ids are stable across files).
+        let mut std_ids = HashMap::new();
+        let std = crate::stdlib::parsed();
+        for (name, f) in std {
+            let id = self.add_module(name, &f.items, false);
+            std_ids.insert(*name, id);
+        }
+        for (name, f) in std {
+            if let Some(&id) = std_ids.get(name) {
+                self.add_imports(id, &f.items, &std_ids);
+            }
+        }
+        // Stdlib diagnostics would be compiler bugs; keep only the user's.
+        self.diags.clear();
+        let user = self.add_module("main", &file.items, true);
+        self.add_imports(user, &file.items, &std_ids);
+
+        // Placement rules and the experiment.
+        let mut experiment: Option<&'a Block> = None;
+        for item in &file.items {
+            match item {
+                Item::Block(b) if b.kind == BlockKind::Experiment => {
+                    if let Some(first) = experiment {
+                        self.err(
+                            Diagnostic::error(
+                                "E0108",
+                                "a file holds at most one experiment",
+                                b.name.span,
+                                "second experiment",
+                            )
+                            .with_label(first.name.span, "first experiment")
+                            .with_help("put each experiment in its own file"),
+                        );
+                    } else {
+                        experiment = Some(b);
+                    }
+                }
+                Item::Setting(s) => self.err(
+                    Diagnostic::error(
+                        "E0107",
+                        format!("setting `{}` outside an experiment", s.key.name),
+                        s.key.span,
+                        "not allowed at the top level",
+                    )
+                    .with_help("move it into `experiment name { ... }`"),
+                ),
+                Item::Eval(e) => self.err(
+                    Diagnostic::error("E0107", "`eval` outside a stage", e.span, "not allowed here")
+                        .with_help("put eval blocks inside a `stage`"),
+                ),
+                Item::Block(b) => self.err(Diagnostic::error(
+                    "E0107",
+                    format!("`{}` outside an experiment", b.kind.keyword()),
+                    b.name.span,
+                    "not allowed at the top level",
+                )),
+                _ => {}
+            }
+        }
+        if let Some(exp) = experiment {
+            for item in &exp.items {
+                if let Item::Block(b) = item {
+                    if let Some((_, _)) = self.stage_kinds.iter().find(|(n, _)| *n == b.name.name) {
+                        self.err(Diagnostic::error(
+                            "E0102",
+                            format!("stage `{}` is defined more than once", b.name.name),
+                            b.name.span,
+                            "defined again here",
+                        ));
+                    } else {
+                        self.stage_kinds.push((b.name.name.clone(), b.kind));
+                    }
+                }
+            }
+        }
+
+        // Evaluate every definition of the file (stdlib ones are evaluated when used).
+        let user_defs: Vec<usize> = (0..self.defs.len())
+            .filter(|&i| self.defs[i].module == user)
+            .collect();
+        for id in user_defs {
+            let def = self.defs[id].def;
+            match def.kind {
+                DefKind::Objective => formula::check_definition(self, id),
+                DefKind::Rollout if def.params.is_some() => {
+                    self.check_params(id);
+                }
+                DefKind::Reward => {
+                    if self.lower_reward_def(id).is_some() {
+                        self.register_reward(id);
+                    }
+                }
+                _ => {
+                    if def.params.is_some() && def.kind != DefKind::Rollout {
+                        let span = def.name.span;
+                        self.err(
+                            Diagnostic::error(
+                                "E0107",
+                                format!("a `{}` definition takes no parameters", def.kind.keyword()),
+                                span,
+                                "parameters not allowed",
+                            )
+                            .with_help("only objectives, rewards and rollouts take parameters"),
+                        );
+                        continue;
+                    }
+                    self.def_value(id, def.name.span);
+                }
+            }
+        }
+
+        let exp = experiment?;
+        let mut seed = None;
+        let mut stages: Vec<Stage> = Vec::new();
+        for item in &exp.items {
+            match item {
+                Item::Setting(s) if s.key.name == "seed" => {
+                    if seed.is_some() {
+                        self.err(Diagnostic::error(
+                            "E0105",
+                            "`seed` is set twice",
+                            s.key.span,
+                            "second setting",
+                        ));
+                    }
+                    seed = self
+                        .eval_as(user, &s.value, T::Int, &HashMap::new(), "seed")
+                        .and_then(|v| num_of(&v))
+                        .map(|v| v as u64);
+                    if seed.is_none() {
+                        seed = Some(0);
+                    }
+                }
+                Item::Setting(s) => {
+                    self.err(
+                        Diagnostic::error(
+                            "E0103",
+                            format!("unknown experiment setting `{}`", s.key.name),
+                            s.key.span,
+                            "unknown setting",
+                        )
+                        .with_help_opt(suggest::did_you_mean(&s.key.name, ["seed"]))
+                        .with_help_opt(
+                            (suggest::best(&s.key.name, ["seed"]).is_none())
+                                .then(|| "an experiment holds `seed = N`, definitions and stages".to_string()),
+                        ),
+                    );
+                }
+                Item::Eval(e) => self.err(
+                    Diagnostic::error("E0107", "`eval` outside a stage", e.span, "not allowed here")
+                        .with_help("put eval blocks inside a `stage`"),
+                ),
+                Item::Block(b) => {
+                    if let Some(st) = stage::stage(self, user, b, &stages) {
+                        stages.push(st);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if stages.is_empty() && !self.diags.iter().any(|d| d.is_error()) {
+            self.err(
+                Diagnostic::error(
+                    "E0104",
+                    format!("experiment `{}` has no stages", exp.name.name),
+                    exp.name.span,
+                    "nothing to run",
+                )
+                .with_help("add `stage name { objective = ..., steps = ..., batch = ... }`"),
+            );
+        }
+        let seed = match seed {
+            Some(s) => s,
+            None => {
+                self.default_applied("seed", "0".into(), "experiment default");
+                0
+            }
+        };
+        Some(Graph {
+            version: GRAPH_VERSION,
+            experiment: exp.name.name.clone(),
+            seed,
+            models: std::mem::take(&mut self.models),
+            datasets: std::mem::take(&mut self.datasets),
+            rewards: std::mem::take(&mut self.rewards),
+            rollouts: std::mem::take(&mut self.rollouts),
+            stages,
+            defaults_applied: std::mem::take(&mut self.defaults),
+        })
+    }
+
+    /// Check the parameter list of a parametrised definition (types known, defaults typed).
+    fn check_params(&mut self, id: usize) {
+        let def = self.defs[id].def;
+        let module = self.defs[id].module;
+        for p in def.params.iter().flatten() {
+            if let Some(ty) = &p.ty {
+                let t = builtins::param_type(ty);
+                if t.is_none() {
+                    let first = &ty[0];
+                    self.err(
+                        Diagnostic::error(
+                            "E0101",
+                            format!("unknown type `{}`", first.name),
+                            first.span,
+                            "not a type",
+                        )
+                        .with_help(
+                            suggest::did_you_mean(&first.name, builtins::TYPE_NAMES.iter().copied())
+                                .unwrap_or_else(|| {
+                                    format!("the types are {}", builtins::TYPE_NAMES.join(", "))
+                                }),
+                        ),
+                    );
+                    continue;
+                }
+                if let (Some(t), Some(d)) = (t, &p.default) {
+                    if !matches!(t, builtins::PT::Sym(_) | builtins::PT::Axis(_) | builtins::PT::Seqs) {
+                        let _ = self.eval_param(module, d, &t, &HashMap::new(), &p.name.name);
+                    }
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Names
+
+    pub fn lookup(&self, module: usize, name: &str) -> Option<usize> {
+        self.modules.get(module)?.scope.get(name).copied()
+    }
+
+    pub fn unresolved(&mut self, module: usize, name: &str, span: Span, extra: &[&str]) {
+        let mut cands: Vec<String> = self.modules[module].scope.keys().cloned().collect();
+        cands.extend(extra.iter().map(|s| s.to_string()));
+        cands.extend(builtins::BUILTIN_NAMES.iter().map(|s| s.to_string()));
+        let help = suggest::did_you_mean(name, cands.iter().map(|s| s.as_str()))
+            .or_else(|| import_hint(name));
+        self.err(
+            Diagnostic::error("E0101", format!("cannot find `{name}`"), span, "not found in this scope")
+                .with_help_opt(help),
+        );
+    }
+
+    /// The value of a parameterless definition (memoised; cycles are errors).
+    pub fn def_value(&mut self, id: usize, use_span: Span) -> Option<Value> {
+        if let Some(v) = self.values.get(&id) {
+            return v.clone();
+        }
+        if self.active.contains(&id) {
+            let def = self.defs[id].def;
+            self.err(
+                Diagnostic::error(
+                    "E0109",
+                    format!("`{}` is defined in terms of itself", def.name.name),
+                    use_span,
+                    "used here while being defined",
+                )
+                .with_label(def.name.span, "definition"),
+            );
+            return None;
+        }
+        self.active.push(id);
+        let def = self.defs[id].def;
+        let module = self.defs[id].module;
+        let name = def.name.name.clone();
+        let path = format!("{} {}", def.kind.keyword(), name);
+        let v = match def.kind {
+            DefKind::Const => self.eval(module, &def.value, &HashMap::new(), &path),
+            DefKind::Model => {
+                let v = self.eval_as(module, &def.value, T::ModelSrc, &HashMap::new(), &path);
+                match v {
+                    Some(Value::ModelSrc(src)) => {
+                        self.models.push(ModelNode {
+                            name: name.clone(),
+                            source: src,
+                        });
+                        Some(Value::Model(name))
+                    }
+                    Some(Value::Model(other)) => {
+                        let msg = format!("`{name}` is another name for model `{other}`; write `frozen({other})` for a frozen copy");
+                        self.err(Diagnostic::error("E0201", msg, def.value.span, "a model name, not a model source"));
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            DefKind::Data => match self.eval_as(module, &def.value, T::Data, &HashMap::new(), &path) {
+                Some(Value::Data(mut d)) => {
+                    d.name = Some(name.clone());
+                    self.datasets.push(DataNode {
+                        name: name.clone(),
+                        source: d.source.clone(),
+                        transforms: d.transforms.clone(),
+                    });
+                    self.data_info.insert(name.clone(), (*d).clone());
+                    Some(Value::Data(d))
+                }
+                _ => None,
+            },
+            DefKind::Rollout => {
+                match self.eval_as(module, &def.value, T::Rollout, &HashMap::new(), &path) {
+                    Some(Value::Rollout(mut r)) => {
+                        r.name = Some(name.clone());
+                        self.rollouts.push(RolloutNode {
+                            name: name.clone(),
+                            policy: r.rollout.clone(),
+                        });
+                        Some(Value::Rollout(r))
+                    }
+                    _ => None,
+                }
+            }
+            DefKind::Reward => {
+                if self.lower_reward_def(id).is_some() {
+                    self.register_reward(id);
+                    Some(Value::Reward(name))
+                } else {
+                    None
+                }
+            }
+            DefKind::Objective => Some(Value::Objective(Box::new(ObjVal {
+                def: id,
+                args: vec![],
+                module,
+                span: use_span,
+            }))),
+        };
+        self.active.pop();
+        self.values.insert(id, v.clone());
+        v
+    }
+
+    pub fn register_reward(&mut self, id: usize) {
+        let name = self.defs[id].def.name.name.clone();
+        if self.rewards.iter().any(|r| r.name == name) {
+            return;
+        }
+        if let Some(Some((expr, fields))) = self.rewards_lowered.get(&id).cloned() {
+            self.rewards.push(RewardNode {
+                name: name.clone(),
+                expr,
+            });
+            self.reward_fields.insert(name, fields);
+        }
+    }
+
+    pub fn lower_reward_def(&mut self, id: usize) -> Option<RExpr> {
+        if let Some(v) = self.rewards_lowered.get(&id) {
+            return v.as_ref().map(|(e, _)| e.clone());
+        }
+        if self.reward_active.contains(&id) {
+            let def = self.defs[id].def;
+            self.err(Diagnostic::error(
+                "E0109",
+                format!("reward `{}` is defined in terms of itself", def.name.name),
+                def.name.span,
+                "recursive reward",
+            ));
+            return None;
+        }
+        self.reward_active.push(id);
+        let out = reward::lower_def(self, id);
+        self.reward_active.pop();
+        self.rewards_lowered.insert(id, out.clone());
+        out.map(|(e, _)| e)
+    }
+
+    pub fn register_rollout(&mut self, r: &RolloutVal, hint: &str) -> String {
+        if let Some(n) = &r.name {
+            return n.clone();
+        }
+        if let Some(existing) = self.rollouts.iter().find(|n| n.policy == r.rollout) {
+            return existing.name.clone();
+        }
+        let mut name = hint.to_string();
+        while self.rollouts.iter().any(|n| n.name == name) {
+            self.anon += 1;
+            name = format!("{hint}_{}", self.anon);
+        }
+        self.rollouts.push(RolloutNode {
+            name: name.clone(),
+            policy: r.rollout.clone(),
+        });
+        name
+    }
+
+    pub fn register_model(&mut self, src: ModelSource, hint: &str) -> String {
+        if let Some(existing) = self.models.iter().find(|n| n.source == src) {
+            return existing.name.clone();
+        }
+        let mut name = hint.to_string();
+        while self.models.iter().any(|n| n.name == name) {
+            self.anon += 1;
+            name = format!("{hint}_{}", self.anon);
+        }
+        self.models.push(ModelNode {
+            name: name.clone(),
+            source: src,
+        });
+        name
+    }
+
+    /// The architecture of a model (following frozen/snapshot/lagged links).
+    pub fn model_config(&self, name: &str) -> Option<&ModelConfig> {
+        let mut cur = self.models.iter().find(|m| m.name == name)?;
+        for _ in 0..=self.models.len() {
+            match &cur.source {
+                ModelSource::Preset { config, .. } => return Some(config),
+                ModelSource::HuggingFace { .. } => return None,
+                ModelSource::Frozen { of }
+                | ModelSource::Snapshot { of }
+                | ModelSource::Lagged { of, .. } => {
+                    cur = self.models.iter().find(|m| m.name == *of)?;
+                }
+            }
+        }
+        None
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Evaluation
+
+    pub fn eval(
+        &mut self,
+        module: usize,
+        e: &Expr,
+        locals: &HashMap<String, Value>,
+        path: &str,
+    ) -> Option<Value> {
+        match &e.kind {
+            ExprKind::Number { value, .. } => Some(Value::Num(*value)),
+            ExprKind::Quantity { value, unit, .. } => {
+                Some(Value::Quantity(*value, Unit::parse(&unit.name)?))
+            }
+            ExprKind::Str(s) => Some(Value::Str(s.clone())),
+            ExprKind::Bool(b) => Some(Value::Bool(*b)),
+            ExprKind::Name(n) => {
+                if let Some(v) = locals.get(n) {
+                    return Some(v.clone());
+                }
+                match self.lookup(module, n) {
+                    Some(id) => {
+                        let def = self.defs[id].def;
+                        if def.params.is_some() && def.kind == DefKind::Rollout {
+                            self.err(
+                                Diagnostic::error(
+                                    "E0201",
+                                    format!("rollout `{n}` takes parameters"),
+                                    e.span,
+                                    "call it with arguments",
+                                )
+                                .with_label(def.name.span, "defined here"),
+                            );
+                            return None;
+                        }
+                        self.def_value(id, e.span)
+                    }
+                    None => {
+                        self.unresolved(module, n, e.span, &[]);
+                        None
+                    }
+                }
+            }
+            ExprKind::Field { base, field } => {
+                let b = self.eval(module, base, locals, path)?;
+                match b {
+                    Value::Data(d) => {
+                        let Some(dname) = d.name.clone() else {
+                            self.err(Diagnostic::error(
+                                "E0201",
+                                "fields can be read only from a named dataset",
+                                base.span,
+                                "unnamed dataset",
+                            ).with_help("declare it: `data name = ...`"));
+                            return None;
+                        };
+                        self.check_field(&d, &field.name, field.span)?;
+                        Some(Value::Field(dname, field.name.clone()))
+                    }
+                    other => {
+                        self.err(Diagnostic::error(
+                            "E0201",
+                            format!("{} has no field `{}`", other.describe(), field.name),
+                            field.span,
+                            "no such field",
+                        ));
+                        None
+                    }
+                }
+            }
+            ExprKind::Call { callee, args } => self.eval_call(module, e, callee, args, locals, path),
+            ExprKind::Unary { op, arg } => {
+                let v = self.eval(module, arg, locals, path)?;
+                match (op, v) {
+                    (UnaryOp::Neg, Value::Num(x)) => Some(Value::Num(-x)),
+                    (UnaryOp::Not, Value::Bool(b)) => Some(Value::Bool(!b)),
+                    (_, v) => {
+                        self.type_error(arg.span, "a number", &v);
+                        None
+                    }
+                }
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let l = self.eval(module, lhs, locals, path)?;
+                let r = self.eval(module, rhs, locals, path)?;
+                let (Value::Num(a), Value::Num(b)) = (&l, &r) else {
+                    let (bad, span) = if matches!(l, Value::Num(_)) { (r, rhs.span) } else { (l, lhs.span) };
+                    self.type_error(span, "a number", &bad);
+                    return None;
+                };
+                let (a, b) = (*a, *b);
+                Some(match op {
+                    BinOp::Add => Value::Num(a + b),
+                    BinOp::Sub => Value::Num(a - b),
+                    BinOp::Mul => Value::Num(a * b),
+                    BinOp::Div => Value::Num(a / b),
+                    BinOp::Pow => Value::Num(a.powf(b)),
+                    BinOp::Eq => Value::Bool(a == b),
+                    BinOp::Ne => Value::Bool(a != b),
+                    BinOp::Lt => Value::Bool(a < b),
+                    BinOp::Le => Value::Bool(a <= b),
+                    BinOp::Gt => Value::Bool(a > b),
+                    BinOp::Ge => Value::Bool(a >= b),
+                    BinOp::And | BinOp::Or => {
+                        self.type_error(e.span, "booleans", &Value::Num(a));
+                        return None;
+                    }
+                })
+                .filter(|v| !matches!(v, Value::Num(x) if !x.is_finite()))
+                .or_else(|| {
+                    self.err(Diagnostic::error("E0401", "the result is not a finite number", e.span, "not finite"));
+                    None
+                })
+            }
+            ExprKind::If { cond, then, otherwise } => {
+                match self.eval(module, cond, locals, path)? {
+                    Value::Bool(true) => self.eval(module, then, locals, path),
+                    Value::Bool(false) => self.eval(module, otherwise, locals, path),
+                    v => {
+                        self.type_error(cond.span, "a boolean", &v);
+                        None
+                    }
+                }
+            }
+            ExprKind::Match { .. } => {
+                self.err(Diagnostic::error(
+                    "E0201",
+                    "`match` is only available in objective formulas",
+                    e.span,
+                    "not allowed here",
+                ));
+                None
+            }
+            ExprKind::Tuple(xs) => {
+                let mut out = Vec::new();
+                for x in xs {
+                    out.push(self.eval(module, x, locals, path)?);
+                }
+                Some(Value::Tuple(out))
+            }
+            ExprKind::List(xs) => {
+                let mut out = Vec::new();
+                let mut ok = true;
+                for x in xs {
+                    match self.eval(module, x, locals, path) {
+                        Some(v) => out.push(v),
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(Value::List(out))
+            }
+            ExprKind::Arrow { from, to } => {
+                let a = self.eval_as(module, from, T::Num(builtins::R::Any), locals, path)?;
+                let b = self.eval_as(module, to, T::Num(builtins::R::Any), locals, path)?;
+                Some(Value::Range(num_of(&a)?, num_of(&b)?))
+            }
+        }
+    }
+
+    pub fn type_error(&mut self, span: Span, expected: &str, found: &Value) {
+        self.err(Diagnostic::error(
+            "E0201",
+            format!("expected {expected}, found {}", found.describe()),
+            span,
+            format!("this is {}", found.describe()),
+        ));
+    }
+
+    fn eval_call(
+        &mut self,
+        module: usize,
+        e: &Expr,
+        callee: &Expr,
+        args: &[Arg],
+        locals: &HashMap<String, Value>,
+        path: &str,
+    ) -> Option<Value> {
+        match &callee.kind {
+            ExprKind::Name(n) => {
+                if !locals.contains_key(n) {
+                    if let Some(id) = self.lookup(module, n) {
+                        return self.call_def(module, id, e, callee.span, args, locals, path);
+                    }
+                }
+                if let Some(r) = builtins::call(self, module, n, callee.span, e.span, args, locals, path) {
+                    return r;
+                }
+                self.unresolved(module, n, callee.span, &[]);
+                None
+            }
+            ExprKind::Field { base, field } => {
+                let b = self.eval(module, base, locals, path)?;
+                match b {
+                    Value::Data(d) => builtins::transform(self, module, *d, field, e.span, args, locals, path),
+                    other => {
+                        self.err(Diagnostic::error(
+                            "E0201",
+                            format!("{} has no method `{}`", other.describe(), field.name),
+                            field.span,
+                            "no such method",
+                        ).with_help("methods (transforms) apply to datasets: `.template(...)`, `.shuffle()`, `.take(n)`"));
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.err(Diagnostic::error("E0201", "this cannot be called", callee.span, "not a function"));
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn call_def(
+        &mut self,
+        module: usize,
+        id: usize,
+        e: &Expr,
+        callee_span: Span,
+        args: &[Arg],
+        locals: &HashMap<String, Value>,
+        path: &str,
+    ) -> Option<Value> {
+        let def = self.defs[id].def;
+        match def.kind {
+            DefKind::Objective => {
+                // Arguments are bound when the objective is lowered inside a stage; the
+                // caller's module resolves them.
+                let _ = locals;
+                Some(Value::Objective(Box::new(ObjVal {
+                    def: id,
+                    args: args.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+                    module,
+                    span: e.span,
+                })))
+            }
+            DefKind::Rollout if def.params.is_some() => {
+                let params = def.params.as_deref().unwrap_or(&[]);
+                let def_module = self.defs[id].module;
+                let bound = self.bind_params(module, params, def_module, args, e.span, locals, &format!("{path}.{}", def.name.name))?;
+                self.eval_as(def_module, &def.value, T::Rollout, &bound, path)
+            }
+            _ => {
+                self.err(
+                    Diagnostic::error(
+                        "E0201",
+                        format!("`{}` is a {}, not a function", def.name.name, def.kind.keyword()),
+                        callee_span,
+                        "cannot be called",
+                    )
+                    .with_label(def.name.span, "defined here"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Bind call arguments to the declared parameters of a parametrised rollout.
+    #[allow(clippy::too_many_arguments)]
+    fn bind_params(
+        &mut self,
+        module: usize,
+        params: &[Param],
+        def_module: usize,
+        args: &[Arg],
+        span: Span,
+        locals: &HashMap<String, Value>,
+        path: &str,
+    ) -> Option<HashMap<String, Value>> {
+        let names: Vec<&str> = params.iter().map(|p| p.name.name.as_str()).collect();
+        let assigned = builtins::assign_args(self, &names, args, span)?;
+        let mut out = HashMap::new();
+        let mut ok = true;
+        for (i, p) in params.iter().enumerate() {
+            let ty = p.ty.as_ref().and_then(|t| builtins::param_type(t)).unwrap_or(builtins::PT::Any);
+            let v = match assigned[i] {
+                Some(a) => self.eval_param(module, &args[a].value, &ty, locals, &p.name.name),
+                None => match &p.default {
+                    Some(d) => {
+                        self.default_applied(
+                            &format!("{path}.{}", p.name.name),
+                            crate::fmt::expr_to_string(d),
+                            "definition default",
+                        );
+                        self.eval_param(def_module, d, &ty, &HashMap::new(), &p.name.name)
+                    }
+                    None => {
+                        self.err(Diagnostic::error(
+                            "E0104",
+                            format!("missing argument `{}`", p.name.name),
+                            span,
+                            "argument missing",
+                        ).with_label(p.name.span, "parameter declared here"));
+                        None
+                    }
+                },
+            };
+            match v {
+                Some(v) => {
+                    out.insert(p.name.name.clone(), v);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    pub fn eval_param(
+        &mut self,
+        module: usize,
+        e: &Expr,
+        ty: &builtins::PT,
+        locals: &HashMap<String, Value>,
+        path: &str,
+    ) -> Option<Value> {
+        use builtins::PT;
+        match ty {
+            PT::T(t) => self.eval_as(module, e, *t, locals, path),
+            PT::Sym(opts) => builtins::symbol(self, e, opts),
+            _ => self.eval(module, e, locals, path),
+        }
+    }
+
+    /// Evaluate and coerce to a type, reporting type, unit and range errors.
+    pub fn eval_as(
+        &mut self,
+        module: usize,
+        e: &Expr,
+        t: T,
+        locals: &HashMap<String, Value>,
+        path: &str,
+    ) -> Option<Value> {
+        if let T::FieldName = t {
+            return match &e.kind {
+                ExprKind::Name(n) => Some(Value::Sym(n.clone())),
+                ExprKind::Str(s) => Some(Value::Sym(s.clone())),
+                _ => {
+                    self.err(Diagnostic::error("E0201", "expected a field name", e.span, "not a field name")
+                        .with_help("write the field's name, e.g. `solution`"));
+                    None
+                }
+            };
+        }
+        let v = self.eval(module, e, locals, path)?;
+        builtins::coerce(self, v, t, e.span)
+    }
+
+    /// A dataset field exists (when the dataset's fields are known).
+    pub fn check_field(&mut self, d: &DataVal, field: &str, span: Span) -> Option<()> {
+        if let Some(fields) = &d.fields {
+            if !fields.contains(field) {
+                let name = d.name.clone().unwrap_or_default();
+                let help = suggest::did_you_mean(field, fields.iter().map(|s| s.as_str()))
+                    .unwrap_or_else(|| {
+                        format!(
+                            "its fields are {}",
+                            fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                        )
+                    });
+                self.err(
+                    Diagnostic::error(
+                        "E0501",
+                        format!("dataset `{name}` has no field `{field}`"),
+                        span,
+                        "unknown field",
+                    )
+                    .with_help(help),
+                );
+                return None;
+            }
+        }
+        Some(())
+    }
+
+}
+
+pub fn num_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Num(x) | Value::Quantity(x, _) => Some(*x),
+        _ => None,
+    }
+}
+
+/// Values of settings collected from a block, with duplicate and unknown-key checks.
+pub(crate) struct Settings<'e> {
+    pub map: BTreeMap<String, &'e Setting>,
+}
+
+impl<'e> Settings<'e> {
+    pub fn collect(c: &mut Checker, items: &'e [Item], known: &[&str], what: &str) -> Settings<'e> {
+        let mut map: BTreeMap<String, &'e Setting> = BTreeMap::new();
+        for item in items {
+            let Item::Setting(s) = item else { continue };
+            if !known.contains(&s.key.name.as_str()) {
+                c.err(
+                    Diagnostic::error(
+                        "E0103",
+                        format!("unknown {what} setting `{}`", s.key.name),
+                        s.key.span,
+                        "unknown setting",
+                    )
+                    .with_help(suggest::did_you_mean(&s.key.name, known.iter().copied()).unwrap_or_else(
+                        || format!("the settings of {what} are: {}", known.join(", ")),
+                    )),
+                );
+                continue;
+            }
+            if let Some(prev) = map.get(&s.key.name) {
+                let prev_span = prev.key.span;
+                c.err(
+                    Diagnostic::error(
+                        "E0105",
+                        format!("`{}` is set twice", s.key.name),
+                        s.key.span,
+                        "set again here",
+                    )
+                    .with_label(prev_span, "first set here"),
+                );
+                continue;
+            }
+            map.insert(s.key.name.clone(), s);
+        }
+        Settings { map }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'e Setting> {
+        self.map.get(key).copied()
+    }
+}
+

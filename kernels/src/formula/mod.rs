@@ -1,0 +1,6 @@
+//! Formula fusion.
+
+pub mod ir;
+pub mod jit;
+pub mod region;
+mod cuda;

@@ -1,0 +1,700 @@
+//! Rollouts: grouped sampling and BREAD's branched rollouts, and the slot tensors built from them.
+//!
+//! [`RolloutState::run`] samples one group of `n` completions per record for a lowered
+//! [`Rollout`] and scores them; [`slot_tensors`] turns the resulting [`RolloutBatch`] into the
+//! [`SlotTensors`] an objective reads. The state persists across steps (and in checkpoints): it
+//! holds BREAD's per-problem prefix memory and the expert-token accounting.
+//!
+//! BREAD ([`Rollout::Branched`]), per group:
+//! 1. sample `n` completions from the prompt; if any succeeds (the rollout's reward is above
+//!    `success_threshold`) the group is an ordinary GRPO group;
+//! 2. otherwise split the record's expert trace at `step_delimiter` into steps `e_1..e_L` and
+//!    search the shortest prefix length `k` in `1..L` (the last step, the answer, is never
+//!    given) for which `n` continuations sampled from `prompt e_1..e_k` hold a success. Binary
+//!    search assumes success grows with `k`; it costs about log2(L) extra groups. With
+//!    `remember`, the `k` found is stored per problem (keyed by prompt) and the next search
+//!    first probes it: a success there bounds the search to `1..=k` (the prefix shrinks as the
+//!    model improves: the curriculum), a failure moves it to `k+1..L`;
+//! 3. the group trained on is the `n` continuations at the shortest successful `k` (if no
+//!    prefix succeeds, the original group, whose equal rewards give zero advantage). Its
+//!    context is prompt + prefix: the prefix tokens are context and carry no loss.
+//!
+//! A batch thus mixes groups with different contexts (prompt only, prompt + prefixes of various
+//! lengths); advantages are computed within each group, over consecutive runs of `n` sequences.
+//! Rewards of branched samples are computed on prefix + completion text, so answer and format
+//! checks see the whole solution.
+//!
+//! Accounting: a group "uses" the tokens of the prefix it trains with; the expert tokens
+//! "available" are the whole trace of every group's problem. The cumulative ratio is BREAD's
+//! "fraction of expert-trace tokens used" (SFT on the traces uses all of them).
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Result, Tensor, bail};
+use post_graph::{Graph, PrefixSearch, Rollout, Sampling};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Record;
+use crate::exec::{build_batch, encode_prompt};
+use crate::generate::{Generation, SamplingParams, generate};
+use crate::logprob::next_token_logprobs;
+use crate::model::Transformer;
+use crate::objectives::SlotTensors;
+use crate::rewards::{Sample, eval_reward};
+use crate::tokenizer::Tokenizer;
+
+/// Prompts generated per `generate` call (bounds the KV cache).
+const GEN_CHUNK: usize = 64;
+
+/// One sampled sequence of a group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSeq {
+    /// Index of the record (in the slice given to [`RolloutState::run`]) it answers.
+    pub record: usize,
+    /// `[bos] prompt` plus the expert prefix tokens, if branched: context, no loss.
+    pub context: Vec<u32>,
+    /// The sampled tokens (ending with eos when the model stopped there).
+    pub completion: Vec<u32>,
+    /// The text the rewards saw: expert prefix text + decoded completion.
+    pub text: String,
+    /// The slot's reward (what the objective reads as `reward`).
+    pub reward: f64,
+    /// Whether the success criterion of a branched rollout held (false for plain sampling).
+    pub success: bool,
+    /// Hit `max_tokens` (or the context) without stopping.
+    pub truncated: bool,
+    /// Expert steps spliced into the context (0 = not branched).
+    pub prefix_steps: usize,
+    /// Tokens of that expert prefix.
+    pub prefix_tokens: usize,
+}
+
+/// What one call of [`RolloutState::run`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutStats {
+    pub groups: usize,
+    /// Groups whose `n` base rollouts all failed (BREAD only).
+    pub all_failed: usize,
+    /// Groups trained with an expert prefix.
+    pub branched: usize,
+    /// Sum of the prefix lengths (in steps) of branched groups.
+    pub prefix_steps: usize,
+    /// Expert tokens in the training contexts of this batch.
+    pub expert_tokens_used: usize,
+    /// Tokens of the full expert traces of this batch's problems.
+    pub expert_tokens_available: usize,
+    /// Extra groups sampled by the prefix search.
+    pub search_groups: usize,
+    /// Groups where no prefix gave a success.
+    pub unsolved: usize,
+}
+
+/// The sequences of one rollout call, `group_size` consecutive per record.
+#[derive(Debug, Clone)]
+pub struct RolloutBatch {
+    pub seqs: Vec<RolloutSeq>,
+    pub group_size: usize,
+    pub max_tokens: usize,
+    pub stats: RolloutStats,
+}
+
+/// State that outlives one step: BREAD's prefix memory and cumulative accounting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    /// Shortest successful prefix length (steps) last found per problem, keyed by prompt.
+    pub memory: BTreeMap<String, usize>,
+    pub expert_tokens_used: u64,
+    pub expert_tokens_available: u64,
+    pub groups: u64,
+    pub branched_groups: u64,
+}
+
+/// A group of generations for one context.
+struct Group {
+    context: Vec<u32>,
+    prefix_text: String,
+    prefix_steps: usize,
+    prefix_tokens: usize,
+    gens: Vec<Generation>,
+    rewards: Vec<f64>,
+    success: Vec<bool>,
+}
+
+impl Group {
+    fn any_success(&self) -> bool {
+        self.success.iter().any(|s| *s)
+    }
+}
+
+/// Prefix-search progress of one all-failed group.
+struct Search {
+    group: usize,
+    steps: Vec<String>,
+    /// Every k < lo failed.
+    lo: usize,
+    /// Smallest k known to succeed; `limit` when none is known yet.
+    hi: usize,
+    /// Exclusive upper bound of k (the answer step is never given).
+    limit: usize,
+    /// A remembered k to probe before bisecting.
+    first: Option<usize>,
+    best: Option<Group>,
+    linear: bool,
+    done: bool,
+}
+
+impl Search {
+    /// The next prefix length to try, or None when the search is over.
+    fn next_probe(&mut self) -> Option<usize> {
+        if self.done {
+            return None;
+        }
+        if let Some(k) = self.first.take() {
+            return Some(k);
+        }
+        if self.lo >= self.hi {
+            self.done = true;
+            return None;
+        }
+        Some(if self.linear {
+            // Linear: walk down from a known success, else up from the last failure.
+            if self.hi < self.limit { self.hi - 1 } else { self.lo }
+        } else {
+            (self.lo + self.hi) / 2
+        })
+    }
+
+    fn record(&mut self, k: usize, group: Group) {
+        if group.any_success() {
+            self.hi = k;
+            self.best = Some(group);
+            if self.linear && k <= self.lo {
+                self.done = true;
+            }
+        } else {
+            self.lo = k + 1;
+            // Linear search walking down stops at the first failure below a success.
+            if self.linear && self.hi < self.limit {
+                self.done = true;
+            }
+        }
+    }
+}
+
+/// Split an expert trace into steps; a trailing delimiter does not make an empty step.
+pub fn split_steps(trace: &str, delimiter: &str) -> Vec<String> {
+    if delimiter.is_empty() {
+        return vec![trace.to_string()];
+    }
+    let mut steps: Vec<String> = trace.split(delimiter).map(str::to_string).collect();
+    if steps.last().is_some_and(String::is_empty) {
+        steps.pop();
+    }
+    steps
+}
+
+/// The context text of a `k`-step prefix: the steps, each followed by the delimiter.
+pub fn prefix_text(steps: &[String], k: usize, delimiter: &str) -> String {
+    steps[..k.min(steps.len())]
+        .iter()
+        .map(|s| format!("{s}{delimiter}"))
+        .collect()
+}
+
+impl RolloutState {
+    /// Restore from a checkpoint's `rollout_state` (null = fresh).
+    pub fn from_json(v: &serde_json::Value) -> std::result::Result<Self, String> {
+        if v.is_null() {
+            return Ok(Self::default());
+        }
+        serde_json::from_value(v.clone()).map_err(|e| format!("malformed rollout state: {e}"))
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        // Plain maps and integers always serialise.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Cumulative share of expert-trace tokens used so far (0 before any expert use).
+    pub fn expert_token_fraction(&self) -> f64 {
+        if self.expert_tokens_available == 0 {
+            0.0
+        } else {
+            self.expert_tokens_used as f64 / self.expert_tokens_available as f64
+        }
+    }
+
+    /// Per-step metrics for `metrics.jsonl` (the `extra` map), prefixed `rollout/`.
+    pub fn metrics(&self, batch: &RolloutBatch) -> BTreeMap<String, f64> {
+        let s = &batch.stats;
+        let groups = s.groups.max(1) as f64;
+        let mut m = BTreeMap::new();
+        let mean_reward = batch
+            .seqs
+            .iter()
+            .map(|q| if q.reward.is_finite() { q.reward } else { 0.0 })
+            .sum::<f64>()
+            / batch.seqs.len().max(1) as f64;
+        m.insert("rollout/reward_mean".into(), mean_reward);
+        m.insert(
+            "rollout/truncated_frac".into(),
+            batch.seqs.iter().filter(|q| q.truncated).count() as f64
+                / batch.seqs.len().max(1) as f64,
+        );
+        if s.expert_tokens_available > 0 || s.all_failed > 0 {
+            m.insert("rollout/all_failed_frac".into(), s.all_failed as f64 / groups);
+            m.insert("rollout/branched_frac".into(), s.branched as f64 / groups);
+            m.insert(
+                "rollout/mean_prefix_steps".into(),
+                if s.branched > 0 {
+                    s.prefix_steps as f64 / s.branched as f64
+                } else {
+                    0.0
+                },
+            );
+            m.insert("rollout/search_groups".into(), s.search_groups as f64);
+            m.insert(
+                "rollout/expert_token_frac".into(),
+                self.expert_token_fraction(),
+            );
+            m.insert(
+                "rollout/expert_tokens_used".into(),
+                self.expert_tokens_used as f64,
+            );
+        }
+        m
+    }
+
+    /// Sample and score one group per record with `rollout`. `reward` names the reward the
+    /// objective reads (the slot's); for a branched rollout without one, its success reward is
+    /// used.
+    #[allow(clippy::too_many_arguments)] // the executor's context, passed as it is
+    pub fn run(
+        &mut self,
+        graph: &Graph,
+        rollout: &Rollout,
+        reward: Option<&str>,
+        model: &Transformer,
+        tok: &Tokenizer,
+        records: &[&Record],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<RolloutBatch> {
+        match rollout {
+            Rollout::Sample(base) => {
+                let scorer = Scorer::new(graph, reward, None, 0.0)?;
+                let groups = sample_groups(model, tok, records, base, &scorer, rng)?;
+                let stats = RolloutStats {
+                    groups: groups.len(),
+                    ..RolloutStats::default()
+                };
+                self.groups += groups.len() as u64;
+                Ok(flatten(groups, base, stats))
+            }
+            Rollout::Branched {
+                base,
+                reward: success_reward,
+                success_threshold,
+                expert_field,
+                step_delimiter,
+                search,
+                remember,
+            } => self.branched(
+                graph,
+                BranchedSpec {
+                    base,
+                    reward: reward.unwrap_or(success_reward),
+                    success_reward,
+                    threshold: *success_threshold,
+                    expert_field,
+                    delimiter: step_delimiter,
+                    search: *search,
+                    remember: *remember,
+                },
+                model,
+                tok,
+                records,
+                rng,
+            ),
+            Rollout::Guided { .. } => {
+                bail!("guided (Transfer-Q*) decoding is not supported by this runtime")
+            }
+            Rollout::VerifierStopped { .. } => {
+                bail!("verifier-stopped decoding is not supported by this runtime")
+            }
+        }
+    }
+
+    fn branched(
+        &mut self,
+        graph: &Graph,
+        spec: BranchedSpec,
+        model: &Transformer,
+        tok: &Tokenizer,
+        records: &[&Record],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<RolloutBatch> {
+        let scorer = Scorer::new(
+            graph,
+            Some(spec.reward),
+            Some(spec.success_reward),
+            spec.threshold,
+        )?;
+        let mut groups = sample_groups(model, tok, records, spec.base, &scorer, rng)?;
+        let mut stats = RolloutStats {
+            groups: groups.len(),
+            ..RolloutStats::default()
+        };
+        let mut searches = Vec::new();
+        for (gi, group) in groups.iter().enumerate() {
+            let record = records[gi];
+            let trace = record.get(spec.expert_field).unwrap_or("");
+            let steps = split_steps(trace, spec.delimiter);
+            stats.expert_tokens_available += tok
+                .encode(trace)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?
+                .len();
+            if group.any_success() {
+                continue;
+            }
+            stats.all_failed += 1;
+            if steps.len() < 2 {
+                // Nothing to splice without giving the answer away.
+                stats.unsolved += 1;
+                continue;
+            }
+            let limit = steps.len();
+            let key = record.get("prompt").unwrap_or("").to_string();
+            let first = if spec.remember {
+                self.memory.get(&key).map(|&k| k.clamp(1, limit - 1))
+            } else {
+                None
+            };
+            searches.push(Search {
+                group: gi,
+                steps,
+                lo: 1,
+                hi: limit,
+                limit,
+                first,
+                best: None,
+                linear: spec.search == PrefixSearch::Linear,
+                done: false,
+            });
+        }
+        // Probe every searching group in lockstep so each round is one batched generation.
+        loop {
+            let mut probes: Vec<(usize, usize)> = Vec::new();
+            for (si, s) in searches.iter_mut().enumerate() {
+                if let Some(k) = s.next_probe() {
+                    probes.push((si, k));
+                }
+            }
+            if probes.is_empty() {
+                break;
+            }
+            let contexts = probes
+                .iter()
+                .map(|&(si, k)| {
+                    let s = &searches[si];
+                    let text = prefix_text(&s.steps, k, spec.delimiter);
+                    (s.group, k, text)
+                })
+                .collect::<Vec<_>>();
+            let probe_groups = sample_prefixed(model, tok, records, spec.base, &scorer, &contexts, rng)?;
+            stats.search_groups += probe_groups.len();
+            for ((si, k), g) in probes.into_iter().zip(probe_groups) {
+                searches[si].record(k, g);
+            }
+        }
+        for s in searches {
+            let key = records[s.group].get("prompt").unwrap_or("").to_string();
+            match s.best {
+                Some(best) => {
+                    if spec.remember {
+                        self.memory.insert(key, best.prefix_steps);
+                    }
+                    stats.branched += 1;
+                    stats.prefix_steps += best.prefix_steps;
+                    stats.expert_tokens_used += best.prefix_tokens;
+                    groups[s.group] = best;
+                }
+                None => {
+                    stats.unsolved += 1;
+                    if spec.remember {
+                        // Start next time from the longest prefix: one probe if still unsolved.
+                        self.memory.insert(key, s.limit - 1);
+                    }
+                }
+            }
+        }
+        self.groups += stats.groups as u64;
+        self.branched_groups += stats.branched as u64;
+        self.expert_tokens_used += stats.expert_tokens_used as u64;
+        self.expert_tokens_available += stats.expert_tokens_available as u64;
+        Ok(flatten(groups, spec.base, stats))
+    }
+}
+
+struct BranchedSpec<'a> {
+    base: &'a Sampling,
+    reward: &'a str,
+    success_reward: &'a str,
+    threshold: f64,
+    expert_field: &'a str,
+    delimiter: &'a str,
+    search: PrefixSearch,
+    remember: bool,
+}
+
+/// Scores a sample with the slot's reward and, for BREAD, the success criterion.
+struct Scorer<'g> {
+    reward: Option<&'g post_graph::RExpr>,
+    success: Option<&'g post_graph::RExpr>,
+    /// The success criterion is the slot's reward: score once.
+    same: bool,
+    threshold: f64,
+}
+
+impl<'g> Scorer<'g> {
+    fn new(
+        graph: &'g Graph,
+        reward: Option<&str>,
+        success: Option<&str>,
+        threshold: f64,
+    ) -> Result<Self> {
+        let find = |name: &str| -> Result<&'g post_graph::RExpr> {
+            match graph.reward(name) {
+                Some(r) => Ok(&r.expr),
+                None => bail!("rollout: unknown reward `{name}`"),
+            }
+        };
+        Ok(Scorer {
+            reward: reward.map(find).transpose()?,
+            success: success.map(find).transpose()?,
+            same: reward.is_some() && reward == success,
+            threshold,
+        })
+    }
+
+    /// (reward, success) of a sample.
+    fn score(&self, text: &str, tokens: usize, record: &Record) -> (f64, bool) {
+        let sample = Sample {
+            completion: text,
+            fields: record.fields(),
+            completion_tokens: tokens,
+        };
+        let reward = self.reward.map_or(0.0, |e| eval_reward(e, &sample));
+        let success = match self.success {
+            Some(_) if self.same => reward > self.threshold,
+            Some(e) => eval_reward(e, &sample) > self.threshold,
+            None => false,
+        };
+        (reward, success)
+    }
+}
+
+fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    tok.encode(text)
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+/// Generate `n` completions for each context, in chunks.
+fn generate_all(
+    model: &Transformer,
+    tok: &Tokenizer,
+    contexts: &[Vec<u32>],
+    n: usize,
+    params: &SamplingParams,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Generation>> {
+    let mut prompts = Vec::with_capacity(contexts.len() * n);
+    for c in contexts {
+        for _ in 0..n {
+            prompts.push(c.clone());
+        }
+    }
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(GEN_CHUNK) {
+        out.extend(generate(model, Some(tok), chunk, params, rng)?);
+    }
+    Ok(out)
+}
+
+fn score_group(
+    scorer: &Scorer,
+    record: &Record,
+    context: Vec<u32>,
+    prefix: (String, usize, usize),
+    gens: Vec<Generation>,
+) -> Group {
+    let (prefix_text, prefix_steps, prefix_tokens) = prefix;
+    let mut rewards = Vec::with_capacity(gens.len());
+    let mut success = Vec::with_capacity(gens.len());
+    for g in &gens {
+        let text = format!("{prefix_text}{}", g.text.as_deref().unwrap_or(""));
+        let (r, s) = scorer.score(&text, g.tokens.len(), record);
+        rewards.push(r);
+        success.push(s);
+    }
+    Group {
+        context,
+        prefix_text,
+        prefix_steps,
+        prefix_tokens,
+        gens,
+        rewards,
+        success,
+    }
+}
+
+/// One group of `base.n` completions per record, from its prompt.
+fn sample_groups(
+    model: &Transformer,
+    tok: &Tokenizer,
+    records: &[&Record],
+    base: &Sampling,
+    scorer: &Scorer,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Group>> {
+    let n = base.n.max(1);
+    let params = SamplingParams::from_graph(base);
+    let contexts = records
+        .iter()
+        .map(|r| encode_prompt(tok, r.get("prompt").unwrap_or("")).map_err(candle_core::Error::Msg))
+        .collect::<Result<Vec<_>>>()?;
+    let gens = generate_all(model, tok, &contexts, n, &params, rng)?;
+    let mut groups = Vec::with_capacity(records.len());
+    let mut it = gens.into_iter();
+    for (r, ctx) in records.iter().zip(contexts) {
+        let g: Vec<Generation> = it.by_ref().take(n).collect();
+        groups.push(score_group(scorer, r, ctx, (String::new(), 0, 0), g));
+    }
+    Ok(groups)
+}
+
+/// One group of `base.n` completions per (record index, k, prefix text).
+fn sample_prefixed(
+    model: &Transformer,
+    tok: &Tokenizer,
+    records: &[&Record],
+    base: &Sampling,
+    scorer: &Scorer,
+    contexts: &[(usize, usize, String)],
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Group>> {
+    let n = base.n.max(1);
+    let params = SamplingParams::from_graph(base);
+    let mut ids = Vec::with_capacity(contexts.len());
+    let mut prefix_lens = Vec::with_capacity(contexts.len());
+    for (ri, _, text) in contexts {
+        let mut c = encode_prompt(tok, records[*ri].get("prompt").unwrap_or(""))
+            .map_err(candle_core::Error::Msg)?;
+        // Encoded apart from the prompt, as the data path encodes prompt and completion.
+        let p = encode(tok, text)?;
+        prefix_lens.push(p.len());
+        c.extend(p);
+        ids.push(c);
+    }
+    let gens = generate_all(model, tok, &ids, n, &params, rng)?;
+    let mut it = gens.into_iter();
+    let mut out = Vec::with_capacity(contexts.len());
+    for (((ri, k, text), ctx), plen) in contexts.iter().zip(ids).zip(prefix_lens) {
+        let g: Vec<Generation> = it.by_ref().take(n).collect();
+        out.push(score_group(
+            scorer,
+            records[*ri],
+            ctx,
+            (text.clone(), *k, plen),
+            g,
+        ));
+    }
+    Ok(out)
+}
+
+fn flatten(groups: Vec<Group>, base: &Sampling, stats: RolloutStats) -> RolloutBatch {
+    let group_size = base.n.max(1);
+    let mut seqs = Vec::with_capacity(groups.len() * group_size);
+    for (ri, g) in groups.into_iter().enumerate() {
+        for ((gn, reward), success) in g.gens.into_iter().zip(g.rewards).zip(g.success) {
+            let text = format!("{}{}", g.prefix_text, gn.text.as_deref().unwrap_or(""));
+            seqs.push(RolloutSeq {
+                record: ri,
+                context: g.context.clone(),
+                completion: gn.tokens,
+                text,
+                reward,
+                success,
+                truncated: gn.truncated,
+                prefix_steps: g.prefix_steps,
+                prefix_tokens: g.prefix_tokens,
+            });
+        }
+    }
+    RolloutBatch {
+        seqs,
+        group_size,
+        max_tokens: base.max_tokens,
+        stats,
+    }
+}
+
+/// The objective's tensors for a rollout batch: policy log-probabilities of the completion
+/// tokens (with gradient), the reference's when given, `old_logp` = the policy's detached
+/// values, the loss mask (completion tokens only; zero for truncated completions when
+/// `mask_truncated`), the rewards (NaN rewards count as 0), the group size and `max_tokens`.
+pub fn slot_tensors(
+    batch: &RolloutBatch,
+    policy: &Transformer,
+    reference: Option<&Transformer>,
+    tok: &Tokenizer,
+    device: &Device,
+    mask_truncated: bool,
+) -> Result<SlotTensors> {
+    if batch.seqs.is_empty() {
+        bail!("rollout produced no sequences");
+    }
+    let seqs: Vec<(Vec<u32>, usize)> = batch
+        .seqs
+        .iter()
+        .map(|s| {
+            let mut ids = s.context.clone();
+            ids.extend_from_slice(&s.completion);
+            (ids, s.context.len())
+        })
+        .collect();
+    let b = build_batch(&seqs, tok.pad_id(), device)?;
+    let logits = policy.forward(&b.ids)?;
+    let logp = next_token_logprobs(&logits, &b.ids)?.to_dtype(DType::F32)?;
+    let ref_logp = match reference {
+        Some(r) => {
+            let l = r.forward(&b.ids)?;
+            Some(next_token_logprobs(&l, &b.ids)?.to_dtype(DType::F32)?.detach())
+        }
+        None => None,
+    };
+    let mut mask = b.mask.clone();
+    if mask_truncated {
+        let keep: Vec<f32> = batch
+            .seqs
+            .iter()
+            .map(|s| if s.truncated { 0.0 } else { 1.0 })
+            .collect();
+        let keep = Tensor::from_vec(keep, (batch.seqs.len(), 1), device)?;
+        mask = mask.broadcast_mul(&keep)?;
+    }
+    let rewards: Vec<f32> = batch
+        .seqs
+        .iter()
+        .map(|s| if s.reward.is_finite() { s.reward as f32 } else { 0.0 })
+        .collect();
+    Ok(SlotTensors {
+        old_logp: Some(logp.detach()),
+        logp,
+        ref_logp,
+        mask,
+        reward: Some(Tensor::new(rewards.as_slice(), device)?),
+        group_size: batch.group_size,
+        max_tokens: batch.max_tokens,
+    })
+}
