@@ -15,6 +15,8 @@ mod compile;
 mod diagnostics;
 mod fmt;
 mod fs;
+mod lsp;
+mod run;
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +40,10 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// The language server (LSP over stdio) for editors.
+    Lsp(lsp::Args),
+    /// Run an experiment (.post, or a graph .json): metrics, summary, plot, checkpoints.
+    Run(run::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,5 +64,7 @@ fn main() -> ExitCode {
         Command::Fmt(a) => fmt::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Bench(b) => bench::run(b),
+        Command::Lsp(a) => lsp::run(a),
+        Command::Run(a) => run::run(a),
     }
 }

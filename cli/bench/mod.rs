@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 mod check;
+mod lsp;
 mod model;
 
 #[derive(clap::Subcommand)]
@@ -13,11 +14,14 @@ pub enum Bench {
     Check(check::Args),
     /// Model SFT step time, sampling tokens/s and peak memory for the `tiny` and `20m` presets.
     Model(model::Args),
+    /// Language server latency: diagnostics after a change, hover, completion.
+    Lsp(lsp::Args),
 }
 
 pub fn run(b: Bench) -> ExitCode {
     match b {
         Bench::Check(a) => check::run(a),
         Bench::Model(a) => model::run(a),
+        Bench::Lsp(a) => lsp::run(a),
     }
 }

@@ -132,7 +132,13 @@ impl<'a> F<'a> {
                     if let Some(ps) = &d.params {
                         let parts: Vec<String> = ps.iter().map(param).collect();
                         let flat = format!("{head}({}) = ", parts.join(", "));
-                        if pad(indent).len() + flat.len() > WIDTH || self.has_comment_in(d.span.start, d.value.span.start) {
+                        // Break the parameters when the head with the value's first line is
+                        // too wide (the comment cursor is restored after the trial render).
+                        let saved = self.next;
+                        let trial = self.expr_at(&d.value, indent, pad(indent).len() + flat.len());
+                        self.next = saved;
+                        let first = trial.lines().next().unwrap_or("").len();
+                        if pad(indent).len() + flat.len() + first > WIDTH || self.has_comment_in(d.span.start, d.value.span.start) {
                             self.line(indent, &format!("{head}("), span.start);
                             for (p, text) in ps.iter().zip(parts) {
                                 self.flush_before(p.span.start, indent + 1, false);
@@ -198,44 +204,29 @@ impl<'a> F<'a> {
             return flat;
         }
         match &e.kind {
-            ExprKind::Call { callee, args } if !args.is_empty() => {
-                let head = format!("{}(", operand(callee, 8));
-                let mut s = head;
-                s.push('\n');
-                for a in args {
-                    // Comments before this argument go on their own lines.
-                    let mut pre = String::new();
-                    while let Some(c) = self.comments.get(self.next) {
-                        if c.span.start >= a.span.start {
-                            break;
-                        }
-                        pre.push_str(&format!("{}//{}\n", pad(indent + 1), c.text));
-                        self.next += 1;
-                    }
-                    s.push_str(&pre);
-                    let name = a.name.as_ref().map(|n| format!("{} = ", n.name)).unwrap_or_default();
-                    let v = self.expr_at(&a.value, indent + 1, pad(indent + 1).len() + name.len());
-                    s.push_str(&format!("{}{name}{v},", pad(indent + 1)));
-                    // A comment on the same line as the argument stays there.
-                    if let Some(c) = self.comments.get(self.next) {
-                        let gap = self.src.get(a.span.end as usize..c.span.start as usize).unwrap_or("\n");
-                        if c.span.start >= a.span.end && !gap.contains('\n') && c.span.start < e.span.end {
-                            s.push_str(&format!("  //{}", c.text));
-                            self.next += 1;
-                        }
-                    }
-                    s.push('\n');
+            ExprKind::Call { callee, args } => {
+                // A method chain `base.a(...).b(...)` breaks before each method.
+                let mut methods = Vec::new();
+                let mut cur = e;
+                while let ExprKind::Call { callee, args } = &cur.kind {
+                    let ExprKind::Field { base, field } = &callee.kind else { break };
+                    methods.push((field, args, cur.span));
+                    cur = base;
                 }
-                while let Some(c) = self.comments.get(self.next) {
-                    if c.span.start >= e.span.end {
-                        break;
+                if !methods.is_empty() && !std::ptr::eq(cur, e) && matches!(cur.kind, ExprKind::Call { .. }) {
+                    methods.reverse();
+                    let mut s = self.expr_at(cur, indent, col);
+                    for (field, args, span) in methods {
+                        let head = format!(".{}", field.name);
+                        let c2 = pad(indent + 1).len() + head.len();
+                        let a = self.args_at(args, span.end, indent + 1, c2);
+                        s.push_str(&format!("\n{}{head}{a}", pad(indent + 1)));
                     }
-                    s.push_str(&format!("{}//{}\n", pad(indent + 1), c.text));
-                    self.next += 1;
+                    return s;
                 }
-                s.push_str(&pad(indent));
-                s.push(')');
-                s
+                let head = operand(callee, 8);
+                let a = self.args_at(args, e.span.end, indent, col + head.len());
+                format!("{head}{a}")
             }
             ExprKind::Match { scrutinee, arms } => {
                 let mut s = format!("match {} {{\n", operand(scrutinee, 9));
@@ -262,11 +253,96 @@ impl<'a> F<'a> {
                 s.push('}');
                 s
             }
-            ExprKind::Unary { op, arg } if matches!(arg.kind, ExprKind::Call { .. } | ExprKind::Match { .. }) => {
+            ExprKind::Binary { op, .. } if *op != BinOp::Pow => {
+                // Break a chain of same-precedence operators before each operator.
+                let p = op.precedence();
+                let mut rest = Vec::new();
+                let mut first = e;
+                while let ExprKind::Binary { op: o, lhs, rhs } = &first.kind {
+                    if o.precedence() != p || p == 3 {
+                        break;
+                    }
+                    rest.push((*o, &**rhs));
+                    first = lhs;
+                }
+                if rest.is_empty() {
+                    // A comparison: operands side by side.
+                    return flat;
+                }
+                rest.reverse();
+                let mut s = self.operand_at(first, p, indent, col);
+                for (o, x) in rest {
+                    let sym = o.symbol();
+                    let v = self.operand_at(x, p + 1, indent + 1, pad(indent + 1).len() + sym.len() + 1);
+                    s.push_str(&format!("\n{}{sym} {v}", pad(indent + 1)));
+                }
+                s
+            }
+            ExprKind::Unary { op, arg } => {
                 let sym = if *op == UnaryOp::Neg { "-" } else { "!" };
-                format!("{sym}{}", self.expr_at(arg, indent, col + 1))
+                format!("{sym}{}", self.operand_at(arg, 6, indent, col + 1))
             }
             _ => flat,
+        }
+    }
+}
+
+impl F<'_> {
+    /// A parenthesised argument list starting at column `col`: on one line when it fits and
+    /// holds no comment, otherwise one argument per line.
+    fn args_at(&mut self, args: &[Arg], end: u32, indent: usize, col: usize) -> String {
+        let flat_parts: Vec<String> = args
+            .iter()
+            .map(|a| match &a.name {
+                Some(n) => format!("{} = {}", n.name, expr_to_string(&a.value)),
+                None => expr_to_string(&a.value),
+            })
+            .collect();
+        let flat = format!("({})", flat_parts.join(", "));
+        let start = args.first().map_or(end, |a| a.span.start);
+        if args.is_empty() || (col + flat.len() <= WIDTH && !self.has_comment_in(start, end)) {
+            return flat;
+        }
+        let mut s = String::from("(\n");
+        for a in args {
+            while let Some(c) = self.comments.get(self.next) {
+                if c.span.start >= a.span.start {
+                    break;
+                }
+                s.push_str(&format!("{}//{}\n", pad(indent + 1), c.text));
+                self.next += 1;
+            }
+            let name = a.name.as_ref().map(|n| format!("{} = ", n.name)).unwrap_or_default();
+            let v = self.expr_at(&a.value, indent + 1, pad(indent + 1).len() + name.len());
+            s.push_str(&format!("{}{name}{v},", pad(indent + 1)));
+            // A comment on the same line as the argument stays there.
+            if let Some(c) = self.comments.get(self.next) {
+                let gap = self.src.get(a.span.end as usize..c.span.start as usize).unwrap_or("\n");
+                if c.span.start >= a.span.end && !gap.contains('\n') && c.span.start < end {
+                    s.push_str(&format!("  //{}", c.text));
+                    self.next += 1;
+                }
+            }
+            s.push('\n');
+        }
+        while let Some(c) = self.comments.get(self.next) {
+            if c.span.start >= end {
+                break;
+            }
+            s.push_str(&format!("{}//{}\n", pad(indent + 1), c.text));
+            self.next += 1;
+        }
+        s.push_str(&pad(indent));
+        s.push(')');
+        s
+    }
+
+    /// Like [`F::expr_at`] for an operand that needs strength `min` (parenthesised if weaker).
+    fn operand_at(&mut self, e: &Expr, min: u8, indent: usize, col: usize) -> String {
+        if strength(e) < min {
+            format!("({})", self.expr_at(e, indent, col + 1))
+        } else {
+            self.expr_at(e, indent, col)
         }
     }
 }

@@ -15,6 +15,7 @@
 //! 5. Every handler runs under `catch_unwind`: a bug answers one request with an error and a log
 //!    message, and the server keeps serving.
 
+pub mod client;
 pub mod convert;
 pub mod overlay;
 pub mod server;

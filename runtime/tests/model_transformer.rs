@@ -569,3 +569,23 @@ fn hf_errors_name_the_file_and_the_problem() -> std::result::Result<(), hf::HfEr
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+#[test]
+fn forked_and_selected_caches_are_independent() -> Result<()> {
+    let cfg = small_cfg(true);
+    let (model, _vm) = random_model(&cfg, false, DType::F64, 13)?;
+    let mut cache = model.new_cache(vec![1, 0], 8)?;
+    model.forward_cached(&ids_tensor(&[vec![0, 3, 4], vec![5, 6, 7]])?, &mut cache)?;
+    let mut fork = cache.fork()?;
+    let mut second = cache.select_rows(&[1, 1])?;
+    let a = model.forward_cached_last(&ids_tensor(&[vec![9], vec![10]])?, &mut fork)?;
+    // The original still continues from its own state: a different token, same position.
+    let b = model.forward_cached_last(&ids_tensor(&[vec![9], vec![11]])?, &mut cache)?;
+    assert_eq!(max_abs_diff(&a.get(0)?, &b.get(0)?)?, 0.0);
+    assert!(max_abs_diff(&a.get(1)?, &b.get(1)?)? > 1e-6);
+    let c = model.forward_cached_last(&ids_tensor(&[vec![10], vec![11]])?, &mut second)?;
+    assert!(max_abs_diff(&c.get(0)?, &a.get(1)?)? < 1e-12);
+    assert!(max_abs_diff(&c.get(1)?, &b.get(1)?)? < 1e-12);
+    assert!(cache.select_rows(&[2]).is_err());
+    Ok(())
+}

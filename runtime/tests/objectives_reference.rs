@@ -919,3 +919,344 @@ fn malformed_inputs_are_errors() {
     map.insert("y".into(), st);
     assert!(evaluate_loss(&sum(Quantity::Logp, "y"), &map, &h).is_err());
 }
+
+// ------------------------------------------------------------------------------------------
+// The stdlib as the compiler lowers it: compile a one-stage experiment in memory, take the
+// stage's objective and hyperparameters, and check them against the same references.
+
+struct Compiled {
+    loss: Expr,
+    slots: Vec<String>,
+    hypers: Vec<(String, f64)>,
+    /// Group size and max_tokens of each rollout slot (1 and 0 for data slots).
+    shapes: Vec<(usize, usize)>,
+}
+
+fn compile_objective(objective: &str) -> Compiled {
+    use post_compiler::{MemoryFs, compile};
+    use post_graph::{SlotSource, StageKind};
+    let source = format!(
+        r#"use std.objectives.{{grpo, dr_grpo, dpo, rloo, fdiv_sft, sft, qfft, irft, ranking_hinge}}
+use std.rollouts.{{explore}}
+
+experiment t {{
+  seed = 1
+  model policy = preset("tiny")
+  model ref = frozen(policy)
+  data train = task("arith", split = train, size = 16, difficulty = 2)
+  reward correct(s) = if number(answer(s.completion)) == number(s.answer) then 1.0 else 0.0
+  stage s {{
+    data = train
+    steps = 3
+    batch = 4 prompts
+    objective = {objective}
+    reference = ref
+    optimizer = adamw(lr = 1e-4)
+  }}
+}}
+"#
+    );
+    let fs = MemoryFs::new().with("t.post", &source);
+    let c = compile(&fs, "t.post");
+    let Some(graph) = c.graph else {
+        panic!("`{objective}` does not compile: {:#?}", c.diagnostics);
+    };
+    let StageKind::Train(stage) = &graph.stages[0].kind else {
+        panic!("not a training stage");
+    };
+    let inst = &stage.objective;
+    let shapes = inst
+        .slots
+        .iter()
+        .map(|s| match &s.source {
+            SlotSource::Rollout { rollout } | SlotSource::Replay { rollout, .. } => {
+                let base = graph.rollout(rollout).expect("rollout node").policy.base();
+                (base.n, base.max_tokens)
+            }
+            SlotSource::Data { .. } => (1, 0),
+        })
+        .collect();
+    Compiled {
+        loss: inst.loss.clone(),
+        slots: inst.slots.iter().map(|s| s.name.clone()).collect(),
+        hypers: stage
+            .hypers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.at(0, stage.steps)))
+            .collect(),
+        shapes,
+    }
+}
+
+impl Compiled {
+    fn hyper(&self, name: &str) -> f64 {
+        self.hypers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no hyperparameter `{name}` in {:?}", self.hypers))
+    }
+
+    /// Random slots shaped as the compiled objective's slots.
+    fn slots(&self, rng: &mut ChaCha8Rng) -> Vec<RefSlot> {
+        self.shapes
+            .iter()
+            .map(|&(g, max_tokens)| {
+                let mut s = random_slot(rng, 3 * g.max(2), 9, g, g > 1);
+                if max_tokens > 0 {
+                    s.max_tokens = max_tokens;
+                }
+                s
+            })
+            .collect()
+    }
+
+    fn check(&self, what: &str, slots: &[RefSlot], loss: &LossFn, grads: &[Vec<Vec<f64>>], smooth: bool) {
+        let names: Vec<&str> = self.slots.iter().map(String::as_str).collect();
+        let hypers: Vec<(&str, f64)> = self.hypers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        check(what, &self.loss, &names, slots, &hypers, loss, grads, smooth);
+    }
+}
+
+#[test]
+fn stdlib_grpo_lowering_matches_the_reference() {
+    let mut seed = 500;
+    for (scale, sname) in [(Scale::Group, "group"), (Scale::Batch, "batch"), (Scale::None, "none")] {
+        for (kl, kname) in [(Kl::K1, "k1"), (Kl::K2, "k2"), (Kl::K3, "k3")] {
+            for (agg, aname) in [
+                (Agg::SeqMeanTokenMean, "seq_mean_token_mean"),
+                (Agg::TokenMean, "token_mean"),
+                (Agg::SeqMeanTokenSumNorm, "seq_mean_token_sum_norm"),
+            ] {
+                seed += 1;
+                let c = compile_objective(&format!(
+                    "grpo(explore(policy, n = 4, max_tokens = 24 tokens), correct, eps_low = 0.2, eps_high = 0.28, beta = 0.05, kl = {kname}, scale = {sname}, aggregate = {aname})"
+                ));
+                let p = GrpoParams {
+                    eps_low: c.hyper("eps_low"),
+                    eps_high: c.hyper("eps_high"),
+                    beta: c.hyper("beta"),
+                    adv_eps: c.hyper("eps"),
+                };
+                assert_eq!((p.eps_low, p.eps_high, p.beta), (0.2, 0.28, 0.05));
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let slots = c.slots(&mut rng);
+                assert_eq!(slots[0].max_tokens, 24);
+                let (_, grad) = grpo_reference(&slots[0], scale, kl, agg, &p);
+                let loss = move |v: &[RefSlot]| grpo_reference(&v[0], scale, kl, agg, &p).0;
+                c.check(&format!("stdlib grpo {sname} {kname} {aname}"), &slots, &loss, &[grad], false);
+            }
+        }
+    }
+}
+
+#[test]
+fn stdlib_dr_grpo_is_the_same_graph_as_its_grpo_spelling() {
+    let a = compile_objective("dr_grpo(explore(policy, n = 4), correct)");
+    let b = compile_objective(
+        "grpo(explore(policy, n = 4), correct, scale = none, aggregate = seq_mean_token_sum_norm)",
+    );
+    assert_eq!(a.loss, b.loss);
+    assert_eq!(a.hypers, b.hypers);
+    let p = GrpoParams {
+        eps_low: a.hyper("eps_low"),
+        eps_high: a.hyper("eps_high"),
+        beta: 0.0,
+        adv_eps: 0.0,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(600);
+    let slots = a.slots(&mut rng);
+    let (_, grad) = grpo_reference(&slots[0], Scale::None, Kl::K3, Agg::SeqMeanTokenSumNorm, &p);
+    let loss = move |v: &[RefSlot]| {
+        grpo_reference(&v[0], Scale::None, Kl::K3, Agg::SeqMeanTokenSumNorm, &p).0
+    };
+    a.check("stdlib dr_grpo", &slots, &loss, &[grad], false);
+}
+
+#[test]
+fn stdlib_grpo_identical_rewards_give_zero_gradient() {
+    let c = compile_objective("grpo(explore(policy, n = 4), correct)");
+    let mut rng = ChaCha8Rng::seed_from_u64(601);
+    let mut slots = c.slots(&mut rng);
+    slots[0].r = vec![0.0; slots[0].n()];
+    let named: Vec<(&str, &RefSlot)> = c.slots.iter().map(String::as_str).zip(slots.iter()).collect();
+    let hypers: Vec<(&str, f64)> = c.hypers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let (value, grads) = candle_loss_and_grads(&c.loss, &named, &hypers);
+    assert_eq!(value, 0.0);
+    assert!(grads[&c.slots[0]].iter().flatten().all(|g| *g == 0.0));
+}
+
+#[test]
+fn stdlib_dpo_variants_match_the_reference() {
+    for (variant, seed) in [("sigmoid", 610u64), ("ipo", 611), ("hinge", 612)] {
+        let c = compile_objective(&format!(
+            "dpo(train.solution, train.rejected, beta = 0.2, loss = {variant})"
+        ));
+        let beta = c.hyper("beta");
+        assert_eq!(beta, 0.2);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let slots = c.slots(&mut rng);
+        let f: Box<dyn Fn(f64) -> (f64, f64)> = match variant {
+            "sigmoid" => Box::new(move |h: f64| (-log_sigmoid(beta * h), -beta * sigmoid(-beta * h))),
+            "ipo" => Box::new(move |h: f64| {
+                let z = h - 1.0 / (2.0 * beta);
+                (z * z, 2.0 * z)
+            }),
+            _ => Box::new(move |h: f64| {
+                let z = 1.0 - beta * h;
+                if z > 0.0 { (z, -beta) } else { (0.0, 0.0) }
+            }),
+        };
+        let (_, grads) = pair_loss(&slots[0], &slots[1], &f);
+        let loss = move |v: &[RefSlot]| pair_loss(&v[0], &v[1], &f).0;
+        c.check(&format!("stdlib dpo {variant}"), &slots, &loss, &grads, variant != "hinge");
+    }
+}
+
+#[test]
+fn stdlib_dpo_at_zero_log_ratio_is_ln2() {
+    let c = compile_objective("dpo(train.solution, train.rejected)");
+    let mut rng = ChaCha8Rng::seed_from_u64(613);
+    let mut slots = c.slots(&mut rng);
+    for s in &mut slots {
+        s.rf = s.lp.clone();
+    }
+    let named: Vec<(&str, &RefSlot)> = c.slots.iter().map(String::as_str).zip(slots.iter()).collect();
+    let hypers: Vec<(&str, f64)> = c.hypers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let (value, _) = candle_loss_and_grads(&c.loss, &named, &hypers);
+    assert!((value - std::f64::consts::LN_2).abs() < 1e-12, "{value}");
+}
+
+#[test]
+fn stdlib_sft_and_qfft_match_the_reference() {
+    for obj in ["sft(train.solution)", "qfft(train.solution)"] {
+        let c = compile_objective(obj);
+        let mut rng = ChaCha8Rng::seed_from_u64(620);
+        let slots = c.slots(&mut rng);
+        let total = slots[0].total();
+        let loss = move |v: &[RefSlot]| -> f64 {
+            -(0..v[0].n()).map(|i| v[0].sum_row(i, |j| v[0].lp[i][j])).sum::<f64>() / total
+        };
+        let mut g = slots[0].zero_grad();
+        for i in 0..slots[0].n() {
+            for j in 0..slots[0].t() {
+                g[i][j] = -slots[0].m[i][j] / total;
+            }
+        }
+        c.check(&format!("stdlib {obj}"), &slots, &loss, &[g], true);
+    }
+}
+
+#[test]
+fn stdlib_rloo_matches_the_reference() {
+    // The stdlib's rloo: -mean_seqs(mean_tokens(rho * G/(G-1) * (r - mean_G r))).
+    let c = compile_objective("rloo(explore(policy, n = 4), correct)");
+    let mut rng = ChaCha8Rng::seed_from_u64(630);
+    let slots = c.slots(&mut rng);
+    let reference = |s: &RefSlot| -> (f64, Vec<Vec<f64>>) {
+        let (mean, _) = group_stats(&s.r, s.g);
+        let g = s.g as f64;
+        let mut loss = 0.0;
+        let mut grad = s.zero_grad();
+        for i in 0..s.n() {
+            let a = g / (g - 1.0) * (s.r[i] - mean[i]);
+            let len = s.len(i);
+            for j in 0..s.t() {
+                if s.m[i][j] == 0.0 {
+                    continue;
+                }
+                let rho = (s.lp[i][j] - s.old[i][j]).exp();
+                let w = s.m[i][j] / len / s.n() as f64;
+                loss -= w * rho * a;
+                grad[i][j] = -w * rho * a;
+            }
+        }
+        (loss, grad)
+    };
+    let (_, grad) = reference(&slots[0]);
+    let loss = move |v: &[RefSlot]| reference(&v[0]).0;
+    c.check("stdlib rloo", &slots, &loss, &[grad], true);
+}
+
+#[test]
+fn stdlib_pairwise_objectives_match_the_reference() {
+    // IRFT: the demonstration against a self-sample (dpo sigmoid form).
+    let c = compile_objective("irft(train.solution, explore(policy, n = 1), beta = 0.1)");
+    let beta = c.hyper("beta");
+    let mut rng = ChaCha8Rng::seed_from_u64(640);
+    let mut slots = c.slots(&mut rng);
+    let n = slots[0].n().min(slots[1].n());
+    for s in &mut slots {
+        s.lp.truncate(n);
+        s.rf.truncate(n);
+        s.old.truncate(n);
+        s.m.truncate(n);
+        s.r.truncate(n);
+    }
+    let f = move |h: f64| (-log_sigmoid(beta * h), -beta * sigmoid(-beta * h));
+    let (_, grads) = pair_loss(&slots[0], &slots[1], &f);
+    let loss = move |v: &[RefSlot]| pair_loss(&v[0], &v[1], &f).0;
+    c.check("stdlib irft", &slots, &loss, &grads, true);
+
+    // Ranking hinge (Diffusion-DRO).
+    let c = compile_objective("ranking_hinge(train.solution, explore(policy, n = 1), margin = 0.3)");
+    let margin = c.hyper("margin");
+    let mut slots = c.slots(&mut rng);
+    let n = slots[0].n().min(slots[1].n());
+    for s in &mut slots {
+        s.lp.truncate(n);
+        s.rf.truncate(n);
+        s.old.truncate(n);
+        s.m.truncate(n);
+        s.r.truncate(n);
+    }
+    let f = move |h: f64| {
+        let z = -h + margin;
+        if z > 0.0 { (z, -1.0) } else { (0.0, 0.0) }
+    };
+    let (_, grads) = pair_loss(&slots[0], &slots[1], &f);
+    let loss = move |v: &[RefSlot]| pair_loss(&v[0], &v[1], &f).0;
+    c.check("stdlib ranking_hinge", &slots, &loss, &grads, false);
+}
+
+#[test]
+fn stdlib_fdiv_sft_matches_the_reference() {
+    for (kind, seed) in [("chi2", 650u64), ("hellinger", 651), ("js", 652)] {
+        let c = compile_objective(&format!(
+            "fdiv_sft(train.solution, explore(ref, n = 1), divergence = {kind})"
+        ));
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let slots = c.slots(&mut rng);
+        type Term = fn(f64) -> (f64, f64);
+        let (fd, fq): (Term, Term) = match kind {
+            "chi2" => (|u| (-2.0 * u, -2.0 * u), |u| (u * u, 2.0 * u * u)),
+            "hellinger" => (
+                |u| (u.powf(-0.5), -0.5 * u.powf(-0.5)),
+                |u| (u.sqrt(), 0.5 * u.sqrt()),
+            ),
+            _ => (
+                |u| (-(2.0 * u / (1.0 + u)).ln(), -1.0 / (1.0 + u)),
+                |u| (((1.0 + u) / 2.0).ln(), u / (1.0 + u)),
+            ),
+        };
+        let side = |s: &RefSlot, f: Term| -> (f64, Vec<Vec<f64>>) {
+            let total = s.total();
+            let mut v = 0.0;
+            let mut g = s.zero_grad();
+            for i in 0..s.n() {
+                for j in 0..s.t() {
+                    if s.m[i][j] > 0.0 {
+                        let (a, b) = f((s.lp[i][j] - s.rf[i][j]).exp());
+                        v += s.m[i][j] * a / total;
+                        g[i][j] = s.m[i][j] * b / total;
+                    }
+                }
+            }
+            (v, g)
+        };
+        let (_, gd) = side(&slots[0], fd);
+        let (_, gq) = side(&slots[1], fq);
+        let loss = move |v: &[RefSlot]| side(&v[0], fd).0 + side(&v[1], fq).0;
+        c.check(&format!("stdlib fdiv_sft {kind}"), &slots, &loss, &[gd, gq], true);
+    }
+}

@@ -180,7 +180,12 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         _ => default_policy(c, &path, b.name.span),
     };
     let rollout = match get(c, m, &s, "rollout", T::Rollout, &path) {
-        Some((Value::Rollout(r), span)) => Some((*r, span)),
+        Some((Value::Rollout(mut r), span)) => {
+            // An unnamed stage rollout is registered under the stage's name.
+            let name = c.register_rollout(&r, &format!("{}_rollout", b.name.name));
+            r.name = Some(name);
+            Some((*r, span))
+        }
         _ => None,
     };
     let data_set = get(c, m, &s, "data", T::Data, &path);

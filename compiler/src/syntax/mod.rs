@@ -266,9 +266,41 @@ struct Builder<'a> {
     errors: Vec<SyntaxError>,
 }
 
+/// The span of a pair without the whitespace and comments pest lets trail inside rules.
 fn span_of(p: &Pair<Rule>) -> Span {
     let s = p.as_span();
-    Span::new(s.start(), s.end())
+    Span::new(s.start(), s.start() + content_len(p.as_str()))
+}
+
+/// Length of `text` once trailing whitespace and trailing `//` comments are removed.
+fn content_len(text: &str) -> usize {
+    let mut end = text.len();
+    loop {
+        let trimmed = text[..end].trim_end();
+        end = trimmed.len();
+        let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&trimmed[line_start..]) {
+            Some(c) => end = line_start + c,
+            None => return end,
+        }
+    }
+}
+
+/// Byte offset of a `//` comment in one line, outside string literals.
+fn comment_start(line: &str) -> Option<usize> {
+    let b = line.as_bytes();
+    let mut in_str = false;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if in_str => i += 1,
+            b'"' => in_str = !in_str,
+            b'/' if !in_str && b.get(i + 1) == Some(&b'/') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Result of building an expression: the node and its tree depth.
@@ -389,7 +421,7 @@ impl<'a> Builder<'a> {
             match c.as_rule() {
                 Rule::ident => name = Some(self.ident(c)),
                 Rule::body => {
-                    let end = c.as_span().end();
+                    let end = span_of(&c).end as usize;
                     close = Span::new(end.saturating_sub(1), end);
                     items = self.items(c.into_inner(), false);
                 }
@@ -431,7 +463,7 @@ impl<'a> Builder<'a> {
                     on = Some(self.ident(i));
                 }
                 Rule::body => {
-                    let end = c.as_span().end();
+                    let end = span_of(&c).end as usize;
                     close = Span::new(end.saturating_sub(1), end);
                     items = self.items(c.into_inner(), false);
                 }

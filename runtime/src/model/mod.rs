@@ -256,7 +256,9 @@ struct Block {
 
 /// The KV cache of one generation batch: kept outside the model so that the training path never
 /// touches it. Rows are left-padded: row `r`'s first `left_pad[r]` columns are padding.
-#[derive(Debug, Clone)]
+/// Not `Clone`: the buffers are written in place, so a shallow copy would alias; use
+/// [`KvCache::fork`] or [`KvCache::select_rows`].
+#[derive(Debug)]
 pub struct KvCache {
     layers: Vec<LayerKv>,
     left_pad: Vec<usize>,
@@ -286,6 +288,34 @@ impl KvCache {
     /// Left-padding of each row.
     pub fn left_pad(&self) -> &[usize] {
         &self.left_pad
+    }
+
+    /// An independent deep copy (for look-ahead rollouts that must not disturb this cache).
+    pub fn fork(&self) -> Result<KvCache> {
+        self.select_rows(&(0..self.batch_size()).collect::<Vec<_>>())
+    }
+
+    /// A new cache holding copies of the given rows (repeats allowed), e.g. to branch several
+    /// continuations from one prefix.
+    pub fn select_rows(&self, rows: &[usize]) -> Result<KvCache> {
+        if let Some(&r) = rows.iter().find(|&&r| r >= self.batch_size()) {
+            candle_core::bail!("row {r} out of range for a cache of {} rows", self.batch_size());
+        }
+        let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let idx = Tensor::from_vec(idx.clone(), rows.len(), l.k.device())?;
+            layers.push(LayerKv {
+                k: l.k.index_select(&idx, 0)?.contiguous()?,
+                v: l.v.index_select(&idx, 0)?.contiguous()?,
+            });
+        }
+        Ok(KvCache {
+            layers,
+            left_pad: rows.iter().map(|&r| self.left_pad[r]).collect(),
+            len: self.len,
+            capacity: self.capacity,
+        })
     }
 }
 

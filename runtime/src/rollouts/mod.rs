@@ -664,12 +664,18 @@ pub fn slot_tensors(
         })
         .collect();
     let b = build_batch(&seqs, tok.pad_id(), device)?;
+    // Half-precision models compute the objective in f32; f64 models (tests) stay f64.
+    let dtype = if policy.dtype() == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
     let logits = policy.forward(&b.ids)?;
-    let logp = next_token_logprobs(&logits, &b.ids)?.to_dtype(DType::F32)?;
+    let logp = next_token_logprobs(&logits, &b.ids)?.to_dtype(dtype)?;
     let ref_logp = match reference {
         Some(r) => {
             let l = r.forward(&b.ids)?;
-            Some(next_token_logprobs(&l, &b.ids)?.to_dtype(DType::F32)?.detach())
+            Some(next_token_logprobs(&l, &b.ids)?.to_dtype(dtype)?.detach())
         }
         None => None,
     };
@@ -680,21 +686,118 @@ pub fn slot_tensors(
             .iter()
             .map(|s| if s.truncated { 0.0 } else { 1.0 })
             .collect();
-        let keep = Tensor::from_vec(keep, (batch.seqs.len(), 1), device)?;
+        let keep = Tensor::from_vec(keep, (batch.seqs.len(), 1), device)?.to_dtype(mask.dtype())?;
         mask = mask.broadcast_mul(&keep)?;
     }
-    let rewards: Vec<f32> = batch
+    let rewards: Vec<f64> = batch
         .seqs
         .iter()
-        .map(|s| if s.reward.is_finite() { s.reward as f32 } else { 0.0 })
+        .map(|s| if s.reward.is_finite() { s.reward } else { 0.0 })
         .collect();
     Ok(SlotTensors {
         old_logp: Some(logp.detach()),
         logp,
         ref_logp,
         mask,
-        reward: Some(Tensor::new(rewards.as_slice(), device)?),
+        reward: Some(Tensor::new(rewards.as_slice(), device)?.to_dtype(dtype)?),
         group_size: batch.group_size,
         max_tokens: batch.max_tokens,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drive a search against an oracle "success iff k >= need"; returns (k found, probes).
+    fn run_search(limit: usize, need: usize, first: Option<usize>, linear: bool) -> (Option<usize>, usize) {
+        let mut s = Search {
+            group: 0,
+            steps: Vec::new(),
+            lo: 1,
+            hi: limit,
+            limit,
+            first,
+            best: None,
+            linear,
+            done: false,
+        };
+        let mut probes = 0;
+        while let Some(k) = s.next_probe() {
+            assert!((1..limit).contains(&k), "probe {k} outside 1..{limit}");
+            probes += 1;
+            let ok = k >= need;
+            s.record(
+                k,
+                Group {
+                    context: Vec::new(),
+                    prefix_text: String::new(),
+                    prefix_steps: k,
+                    prefix_tokens: 0,
+                    gens: Vec::new(),
+                    rewards: Vec::new(),
+                    success: vec![ok],
+                },
+            );
+            assert!(probes <= limit + 1, "search does not terminate");
+        }
+        (s.best.map(|g| g.prefix_steps), probes)
+    }
+
+    #[test]
+    fn binary_search_finds_the_shortest_prefix_in_log_probes() {
+        for limit in 2..20 {
+            for need in 1..limit {
+                let (k, probes) = run_search(limit, need, None, false);
+                assert_eq!(k, Some(need), "limit {limit} need {need}");
+                let bound = (usize::BITS - (limit - 1).leading_zeros()) as usize;
+                assert!(probes <= bound, "limit {limit}: {probes} probes > {bound}");
+            }
+            // Unsolvable: every probe fails, the search ends.
+            assert_eq!(run_search(limit, limit, None, false).0, None);
+        }
+    }
+
+    #[test]
+    fn remembered_prefix_is_probed_first_and_bounds_the_search() {
+        // Remembered 5, now only 3 is needed: the search stays in 1..=5.
+        let (k, probes) = run_search(12, 3, Some(5), false);
+        assert_eq!(k, Some(3));
+        assert!(probes <= 1 + 3);
+        // Remembered 5 still exactly right: 5 succeeds, then 1..5 bisected.
+        assert_eq!(run_search(12, 5, Some(5), false).0, Some(5));
+        // Remembered 5 but 8 is needed now: the search moves above it.
+        assert_eq!(run_search(12, 8, Some(5), false).0, Some(8));
+        // The memory says "unsolved at the longest prefix" and that still holds: one probe.
+        assert_eq!(run_search(12, 12, Some(11), false), (None, 1));
+    }
+
+    #[test]
+    fn linear_search_walks_to_the_boundary() {
+        for need in 1..9 {
+            assert_eq!(run_search(9, need, None, true).0, Some(need));
+            assert_eq!(run_search(9, need, Some(4), true).0, Some(need));
+        }
+        assert_eq!(run_search(9, 9, None, true).0, None);
+    }
+
+    #[test]
+    fn steps_and_prefixes() {
+        let steps = split_steps("a=1\nb=2\n#### 3\n", "\n");
+        assert_eq!(steps, vec!["a=1", "b=2", "#### 3"]);
+        assert_eq!(prefix_text(&steps, 2, "\n"), "a=1\nb=2\n");
+        assert_eq!(prefix_text(&steps, 0, "\n"), "");
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut st = RolloutState::default();
+        st.memory.insert("12+34=".into(), 3);
+        st.expert_tokens_used = 10;
+        st.expert_tokens_available = 40;
+        let back = RolloutState::from_json(&st.to_json()).expect("round trip");
+        assert_eq!(back, st);
+        assert_eq!(back.expert_token_fraction(), 0.25);
+        assert_eq!(RolloutState::from_json(&serde_json::Value::Null).expect("null"), RolloutState::default());
+    }
 }
