@@ -311,7 +311,11 @@ fn call(func: &RFunc, args: &[Value]) -> Result<Value, RewardError> {
         RFunc::Lower => Value::Str(one("lower")?.as_str().to_lowercase()),
         RFunc::Abs => Value::Num(one("abs")?.as_num().abs()),
         RFunc::Min | RFunc::Max => {
-            let name = if matches!(func, RFunc::Min) { "min" } else { "max" };
+            let name = if matches!(func, RFunc::Min) {
+                "min"
+            } else {
+                "max"
+            };
             arity(name, "at least 1", n >= 1, n)?;
             let nums = args.iter().map(Value::as_num);
             // NaN propagates: a missing number must not be silently ignored.
@@ -471,7 +475,9 @@ mod tests {
             }),
         };
         assert!((eval_reward(&w, &sample("#ab", &fields)) - 0.8).abs() < 1e-12);
-        let missing = RExpr::Field { name: "nope".into() };
+        let missing = RExpr::Field {
+            name: "nope".into(),
+        };
         assert!(eval_reward(&missing, &s).is_nan());
     }
 }

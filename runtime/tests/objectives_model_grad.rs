@@ -58,7 +58,13 @@ fn grpo_loss() -> Expr {
     let obj = Expr::binary(
         BinaryOp::Sub,
         surr,
-        Expr::binary(BinaryOp::Mul, Expr::Hyper { name: "beta".into() }, k3),
+        Expr::binary(
+            BinaryOp::Mul,
+            Expr::Hyper {
+                name: "beta".into(),
+            },
+            k3,
+        ),
     );
     Expr::unary(
         UnaryOp::Neg,
@@ -89,7 +95,8 @@ fn grpo_gradient_through_the_model_matches_finite_differences() {
     let cfg = presets::tiny();
     let dev = Device::Cpu;
     let (model, varmap) =
-        Transformer::init_random(&cfg, ModelOptions::default(), 4, DType::F64, &dev).expect("model");
+        Transformer::init_random(&cfg, ModelOptions::default(), 4, DType::F64, &dev)
+            .expect("model");
     let (reference, _) =
         Transformer::init_random(&cfg, ModelOptions::default(), 5, DType::F64, &dev).expect("ref");
     let tok = Tokenizer::builtin_char();
@@ -133,9 +140,12 @@ fn grpo_gradient_through_the_model_matches_finite_differences() {
 
     // Fixed inputs: the reference's log-probabilities and a sampler that differs from the
     // policy (as on a later update), so ratios and clipping are exercised.
-    let mut fixed = slot_tensors(&batch, &model, Some(&reference), &tok, &dev, false).expect("slot");
+    let mut fixed =
+        slot_tensors(&batch, &model, Some(&reference), &tok, &dev, false).expect("slot");
     let lp = fixed.logp.detach().to_dtype(DType::F64).expect("f64");
-    let noise: Vec<f64> = (0..lp.elem_count()).map(|_| 0.3 * (rng.random::<f64>() - 0.5)).collect();
+    let noise: Vec<f64> = (0..lp.elem_count())
+        .map(|_| 0.3 * (rng.random::<f64>() - 0.5))
+        .collect();
     let noise = Tensor::from_vec(noise, lp.dims(), &dev).expect("noise");
     fixed.old_logp = Some((&lp + noise).expect("old"));
     fixed.ref_logp = fixed.ref_logp.map(|t| t.to_dtype(DType::F64).expect("f64"));
@@ -147,8 +157,14 @@ fn grpo_gradient_through_the_model_matches_finite_differences() {
     let data = varmap.data().lock().expect("var map");
     // Every parameter gets a gradient (no op on the path silently cut the graph).
     for (name, var) in data.iter() {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm = g.sqr().and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f64>()).expect("norm");
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm = g
+            .sqr()
+            .and_then(|t| t.sum_all())
+            .and_then(|t| t.to_scalar::<f64>())
+            .expect("norm");
         assert!(norm > 0.0, "zero gradient for {name}");
     }
     let checks = [
@@ -163,7 +179,10 @@ fn grpo_gradient_through_the_model_matches_finite_differences() {
     for (name, index) in checks {
         let var: &Var = data.get(name).unwrap_or_else(|| panic!("parameter {name}"));
         let original = var.as_tensor().detach();
-        let values: Vec<f64> = original.flatten_all().and_then(|t| t.to_vec1()).expect("values");
+        let values: Vec<f64> = original
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .expect("values");
         let analytic: f64 = grads
             .get(var.as_tensor())
             .expect("grad")

@@ -6,9 +6,7 @@
 //! memory and the slot tensors.
 
 use candle_core::{DType, Device};
-use post_graph::{
-    Graph, PrefixSearch, RExpr, RFunc, RewardNode, Rollout, Sampling, GRAPH_VERSION,
-};
+use post_graph::{GRAPH_VERSION, Graph, PrefixSearch, RExpr, RFunc, RewardNode, Rollout, Sampling};
 use post_runtime::data::Record;
 use post_runtime::exec::encode_prompt;
 use post_runtime::model::{ModelOptions, Transformer, presets};
@@ -106,7 +104,15 @@ fn branched_rollouts_splice_the_shortest_successful_prefix() {
     let mut state = RolloutState::default();
     let n = 4;
     let batch = state
-        .run(&graph, &bread(n, PrefixSearch::Binary), None, &model, &tok, &refs, &mut rng)
+        .run(
+            &graph,
+            &bread(n, PrefixSearch::Binary),
+            None,
+            &model,
+            &tok,
+            &refs,
+            &mut rng,
+        )
         .expect("rollout");
     assert_eq!(batch.group_size, n);
     assert_eq!(batch.seqs.len(), refs.len() * n);
@@ -173,12 +179,28 @@ fn memory_bounds_later_searches_and_the_prefix_shrinks() {
     let first = records(3);
     let refs: Vec<&Record> = first.iter().collect();
     state
-        .run(&graph, &bread(2, PrefixSearch::Binary), None, &model, &tok, &refs, &mut rng)
+        .run(
+            &graph,
+            &bread(2, PrefixSearch::Binary),
+            None,
+            &model,
+            &tok,
+            &refs,
+            &mut rng,
+        )
         .expect("rollout");
     let later = records(1);
     let refs: Vec<&Record> = later.iter().collect();
     let batch = state
-        .run(&graph, &bread(2, PrefixSearch::Binary), None, &model, &tok, &refs, &mut rng)
+        .run(
+            &graph,
+            &bread(2, PrefixSearch::Binary),
+            None,
+            &model,
+            &tok,
+            &refs,
+            &mut rng,
+        )
         .expect("rollout");
     // Probes per group: 3 (remembered, success), then 1..3 bisected: 2, then 1.
     assert_eq!(batch.stats.search_groups, 3 * 3);
@@ -187,7 +209,15 @@ fn memory_bounds_later_searches_and_the_prefix_shrinks() {
     // The linear search finds the same prefix.
     let mut fresh = RolloutState::default();
     let batch = fresh
-        .run(&graph, &bread(2, PrefixSearch::Linear), None, &model, &tok, &refs, &mut rng)
+        .run(
+            &graph,
+            &bread(2, PrefixSearch::Linear),
+            None,
+            &model,
+            &tok,
+            &refs,
+            &mut rng,
+        )
         .expect("rollout");
     assert!(batch.seqs.iter().all(|s| s.prefix_steps == 1));
 }
@@ -203,7 +233,15 @@ fn groups_with_a_success_are_not_branched() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut state = RolloutState::default();
     let batch = state
-        .run(&graph, &bread(3, PrefixSearch::Binary), None, &model, &tok, &refs, &mut rng)
+        .run(
+            &graph,
+            &bread(3, PrefixSearch::Binary),
+            None,
+            &model,
+            &tok,
+            &refs,
+            &mut rng,
+        )
         .expect("rollout");
     assert_eq!(batch.stats.branched, 0);
     assert_eq!(batch.stats.search_groups, 0);
@@ -226,7 +264,15 @@ fn plain_sampling_gives_consecutive_groups_and_masks_truncation() {
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let mut state = RolloutState::default();
     let batch = state
-        .run(&graph, &Rollout::Sample(sampling(4, 6)), Some("len"), &model, &tok, &refs, &mut rng)
+        .run(
+            &graph,
+            &Rollout::Sample(sampling(4, 6)),
+            Some("len"),
+            &model,
+            &tok,
+            &refs,
+            &mut rng,
+        )
         .expect("rollout");
     assert_eq!(batch.seqs.len(), 12);
     for (i, s) in batch.seqs.iter().enumerate() {
@@ -244,7 +290,15 @@ fn plain_sampling_gives_consecutive_groups_and_masks_truncation() {
     // Unknown rewards are errors, not panics.
     assert!(
         state
-            .run(&graph, &Rollout::Sample(sampling(2, 4)), Some("nope"), &model, &tok, &refs, &mut rng)
+            .run(
+                &graph,
+                &Rollout::Sample(sampling(2, 4)),
+                Some("nope"),
+                &model,
+                &tok,
+                &refs,
+                &mut rng
+            )
             .is_err()
     );
 }

@@ -388,7 +388,13 @@ fn check_range(c: &mut Checker, v: Value, prm: &P, span: Span) -> Option<Value> 
         T::Num(r) | T::Sched(r) => r,
         _ => return Some(v),
     };
-    let values: Vec<f64> = match &v {
+    check_value_range(c, &v, r, prm.name, span)?;
+    Some(v)
+}
+
+/// Every value a number or schedule takes must lie in `r`.
+pub fn check_value_range(c: &mut Checker, v: &Value, r: R, name: &str, span: Span) -> Option<()> {
+    let values: Vec<f64> = match v {
         Value::Num(x) => vec![*x],
         Value::Schedule(s) => match s.shape {
             Shape::Constant { value } => vec![value],
@@ -400,14 +406,14 @@ fn check_range(c: &mut Checker, v: Value, prm: &P, span: Span) -> Option<Value> 
         if !r.holds(x) {
             c.err(Diagnostic::error(
                 "E0401",
-                format!("`{}` must be {}, found {}", prm.name, r.text(), fmt_num(x)),
+                format!("`{name}` must be {}, found {}", r.text(), fmt_num(x)),
                 span,
                 format!("out of range ({})", r.text()),
             ));
             return None;
         }
     }
-    Some(v)
+    Some(())
 }
 
 /// A symbol argument: a bare name (or string) among `opts`.
@@ -473,6 +479,15 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
                         span,
                         "unexpected unit",
                     ).with_help(format!("write `{}` without a unit", fmt_num(x))));
+                    return None;
+                }
+                Value::Schedule(_) => {
+                    c.err(Diagnostic::error(
+                        "E0203",
+                        "a schedule is not allowed here: this value must be a constant",
+                        span,
+                        "scheduled",
+                    ).with_help("write a whole number"));
                     return None;
                 }
                 v => return mismatch(c, "a whole number", &v),

@@ -188,6 +188,8 @@ pub struct StageEnv<'s> {
     /// Resolves a top-level `seqs` argument to (slot source, group size).
     pub stage_rollout: Option<&'s super::RolloutVal>,
     pub stage_data: Option<&'s str>,
+    /// The stage sets `rollout` but it did not evaluate (already reported).
+    pub rollout_failed: bool,
 }
 
 pub struct Lowered {
@@ -245,6 +247,10 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                             c.default_applied(&path, name.clone(), "the stage's rollout");
                             shown.insert(pname.clone(), name);
                             Some(Value::Rollout(Box::new(r.clone())))
+                        }
+                        None if st.rollout_failed => {
+                            ok = false;
+                            continue;
                         }
                         None => {
                             c.err(Diagnostic::error(
@@ -343,6 +349,12 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                     ok = false;
                     continue;
                 };
+                if let T::Sched(r) = want {
+                    if builtins::check_value_range(c, &v, r, &pname, e.span).is_none() {
+                        ok = false;
+                        continue;
+                    }
+                }
                 let sched = match v {
                     Value::Schedule(s) => s,
                     other => Schedule::constant(super::num_of(&other).unwrap_or(0.0)),
@@ -517,6 +529,15 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
             match cv {
                 FVal::B(Some(true)) => lower(c, low, env, module, then),
                 FVal::B(Some(false)) => lower(c, low, env, module, otherwise),
+                FVal::B(None) if !low.abstract_mode => {
+                    c.err(Diagnostic::error(
+                        "E0203",
+                        "this condition depends on a scheduled value, so it cannot choose a formula",
+                        cond.span,
+                        "changes over the stage",
+                    ).with_help("compare constants only; a scheduled weight can multiply a term instead"));
+                    None
+                }
                 FVal::B(None) => {
                     let t = lower(c, low, env, module, then);
                     let o = lower(c, low, env, module, otherwise);
@@ -641,6 +662,24 @@ fn binary(c: &mut Checker, op: BinOp, l: FVal, r: FVal, ls: Span, rs: Span, span
             return None;
         }
         return Some(FVal::K(v));
+    }
+    // A term weighted by the constant 0 vanishes (beta = 0 removes the KL term, and with it the
+    // need for a reference model).
+    let zero = |v: &FVal| matches!(v, FVal::K(x) if *x == 0.0) || matches!(v, FVal::H { value: Some(x), .. } if *x == 0.0);
+    let numeric = |v: &FVal| v.expr().is_some();
+    if numeric(&l) && numeric(&r) {
+        match op {
+            BinOp::Mul if zero(&l) || zero(&r) => return Some(FVal::K(0.0)),
+            BinOp::Add | BinOp::Sub if zero(&r) => return Some(l),
+            BinOp::Add if zero(&l) => return Some(r),
+            BinOp::Sub if zero(&l) => {
+                return Some(match r {
+                    FVal::K(x) => FVal::K(-x),
+                    other => FVal::T(Expr::unary(UnaryOp::Neg, other.expr()?)),
+                });
+            }
+            _ => {}
+        }
     }
     let (Some(le), Some(re)) = (l.expr(), r.expr()) else {
         let (bad, s) = if l.expr().is_none() { (&l, ls) } else { (&r, rs) };

@@ -228,7 +228,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         None
     };
     let lowered = objective.as_ref().and_then(|o| {
-        let env = StageEnv { path: &format!("{path}.objective"), stage_rollout: rollout.as_ref().map(|(r, _)| r), stage_data: data.as_deref() };
+        let env = StageEnv { path: &format!("{path}.objective"), stage_rollout: rollout.as_ref().map(|(r, _)| r), stage_data: data.as_deref(), rollout_failed: rollout.is_none() && s.get("rollout").is_some() };
         let _ = env.stage_data;
         formula::instantiate(c, o, &env)
     });

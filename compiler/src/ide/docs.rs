@@ -316,6 +316,9 @@ pub const SELECT_SETTINGS: &[SettingDoc] = &[
     s("budget", "count", Q, "How many examples are selected."),
 ];
 
+/// Besides `limit`, every line of an eval block names a metric: `accuracy = accuracy(...)`.
+pub const EVAL_SETTINGS: &[SettingDoc] = &[s("limit", "count", O, "Evaluate at most this many examples of the dataset (default: all).")];
+
 pub const ANALYSIS_SETTINGS: &[SettingDoc] = &[
     s("model", "model", Q, "The model whose activations are captured."),
     s("data", "data", Q, "The inputs."),

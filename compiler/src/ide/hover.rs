@@ -62,7 +62,7 @@ impl Analysis {
                         code(&format!("(field) {}.{name}", s.name)),
                         s.name
                     ),
-                    None => format!("{}", code(&format!("(field) {name}"))),
+                    None => code(&format!("(field) {name}")),
                 }
             }
             Site::Unit(u) => format!("{}\n\n{}", code(&format!("(unit) {u}")), docs::unit(u)?),
@@ -205,7 +205,7 @@ fn settings_of(block: Option<Option<BlockKind>>) -> (&'static [SettingDoc], &'st
         Some(Some(BlockKind::Stage)) => (docs::STAGE_SETTINGS, "stage"),
         Some(Some(BlockKind::Select)) => (docs::SELECT_SETTINGS, "select"),
         Some(Some(BlockKind::Analysis)) => (docs::ANALYSIS_SETTINGS, "analysis"),
-        Some(None) => (&[], "eval"),
+        Some(None) => (docs::EVAL_SETTINGS, "eval"),
     }
 }
 

@@ -38,6 +38,7 @@ use crate::memory;
 use crate::model::Transformer;
 use crate::objectives::{SlotMap, evaluate_loss};
 use crate::optim::{Grads, Optimizer, Params};
+use crate::rollouts::{RolloutBatch, RolloutState};
 use crate::output::{self, MetricGoal, MetricsWriter, Progress, StepRecord, Summary};
 use crate::tokenizer::Tokenizer;
 
@@ -206,10 +207,11 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
         if t.steps == 0 {
             return Err(here("steps must be positive".into()));
         }
-        if t.grad_accum == 0 || t.batch.size == 0 || t.batch.size % t.grad_accum != 0 {
+        let records = records_per_step(graph, t);
+        if t.grad_accum == 0 || records == 0 || records % t.grad_accum != 0 {
             return Err(here(format!(
-                "batch {} does not split into {} gradient-accumulation micro-batches",
-                t.batch.size, t.grad_accum
+                "a batch of {records} records does not split into {} gradient-accumulation micro-batches",
+                t.grad_accum
             )));
         }
         if t.objective.updates_per_batch == 0 {
@@ -232,9 +234,44 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
                         )));
                     }
                 }
-                SlotSource::Rollout { rollout } | SlotSource::Replay { rollout, .. } => {
+                SlotSource::Rollout { rollout } => {
+                    let r = graph.rollout(rollout).ok_or_else(|| {
+                        here(format!("slot `{}` uses unknown rollout `{rollout}`", slot.name))
+                    })?;
+                    match &r.policy {
+                        post_graph::Rollout::Sample(_) | post_graph::Rollout::Branched { .. } => {}
+                        _ => {
+                            return Err(here(format!(
+                                "slot `{}`: rollout `{rollout}` (guided or verifier-stopped decoding) is not supported for training by this runtime yet",
+                                slot.name
+                            )));
+                        }
+                    }
+                    let base = r.policy.base();
+                    if graph.model(&base.model).is_none() {
+                        return Err(here(format!(
+                            "rollout `{rollout}` samples from unknown model `{}`",
+                            base.model
+                        )));
+                    }
+                    let n = base.n.max(1);
+                    if t.batch.unit != BatchUnit::Prompts && t.batch.size % n != 0 {
+                        return Err(here(format!(
+                            "batch of {} completions does not split into groups of {n}",
+                            t.batch.size
+                        )));
+                    }
+                    if let Some(reward) = &slot.reward {
+                        let node = graph.reward(reward).ok_or_else(|| {
+                            here(format!("slot `{}` reads unknown reward `{reward}`", slot.name))
+                        })?;
+                        crate::rewards::validate(&node.expr)
+                            .map_err(|e| here(format!("reward `{reward}`: {e}")))?;
+                    }
+                }
+                SlotSource::Replay { rollout, .. } => {
                     return Err(here(format!(
-                        "slot `{}` samples from rollout `{rollout}`: rollout slots are not supported by this runtime yet",
+                        "slot `{}` samples from a replay buffer of rollout `{rollout}`: replay buffers are not supported by this runtime yet",
                         slot.name
                     )));
                 }
@@ -307,6 +344,27 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+/// Records (prompts) drawn per step: the batch, or the batch over the group size when it
+/// counts completions of a rollout.
+fn records_per_step(graph: &Graph, t: &TrainStage) -> usize {
+    let n = t
+        .objective
+        .slots
+        .iter()
+        .filter_map(|s| match &s.source {
+            SlotSource::Rollout { rollout } | SlotSource::Replay { rollout, .. } => {
+                graph.rollout(rollout).map(|r| r.policy.base().n.max(1))
+            }
+            SlotSource::Data { .. } => None,
+        })
+        .max()
+        .unwrap_or(1);
+    match t.batch.unit {
+        BatchUnit::Prompts => t.batch.size,
+        BatchUnit::Sequences | BatchUnit::Completions => t.batch.size / n,
+    }
 }
 
 fn train_stages(graph: &Graph) -> Vec<(usize, &str, &TrainStage)> {
@@ -532,6 +590,7 @@ struct Runner<'g> {
     records: Vec<StepRecord>,
     metrics: MetricsWriter,
     rng: ChaCha8Rng,
+    rollout_state: RolloutState,
     global_step: u64,
     last_checkpoint: Option<PathBuf>,
     wall_before: f64,
@@ -647,6 +706,10 @@ pub fn run_with_log(
         None => ChaCha8Rng::seed_from_u64(sub_seed(graph.seed, "rollouts")),
     };
     let global_step = resume_state.as_ref().map_or(0, |l| l.state.global_step);
+    let rollout_state = match &resume_state {
+        Some(l) => RolloutState::from_json(&l.state.rollout_state).map_err(RunError::Resume)?,
+        None => RolloutState::default(),
+    };
     let mut runner = Runner {
         graph,
         opts,
@@ -657,6 +720,7 @@ pub fn run_with_log(
         records: prefix,
         metrics,
         rng,
+        rollout_state,
         global_step,
         last_checkpoint: resume_state.as_ref().map(|l| l.dir.clone()),
         wall_before,
@@ -813,7 +877,8 @@ impl Runner<'_> {
                     .any(|(q, _)| *q == Quantity::RefLogp)
             })
             .map(|r| self.models[r].model.clone());
-        let micro = stage.batch.size / stage.grad_accum;
+        let per_step = records_per_step(self.graph, stage);
+        let micro = per_step / stage.grad_accum;
         while stage_step < stage.steps {
             let t0 = Instant::now();
             let s = stage_step;
@@ -823,10 +888,52 @@ impl Runner<'_> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.at(s, stage.steps)))
                 .collect();
-            let indices = batcher.next_batch(stage.batch.size);
+            let indices = batcher.next_batch(per_step);
             let mut tokens = 0usize;
             let mut first_loss = 0f64;
             let mut grad_norm = 0f64;
+            let mut extra = BTreeMap::new();
+            // Rollout slots sample once per step, for the whole batch, from the sampler's
+            // current weights; every update and micro-batch then reads those samples.
+            let mut sampled: BTreeMap<String, RolloutBatch> = BTreeMap::new();
+            {
+                let records: Vec<&Record> = indices
+                    .iter()
+                    .map(|&i| &self.datasets[&stage.data].records[i])
+                    .collect();
+                for slot in &stage.objective.slots {
+                    if let SlotSource::Rollout { rollout } = &slot.source {
+                        let node = self.graph.rollout(rollout).ok_or_else(|| {
+                            RunError::Invalid(format!("unknown rollout `{rollout}`"))
+                        })?;
+                        let sampler = &self.models[&node.policy.base().model].model;
+                        let batch = self
+                            .rollout_state
+                            .run(
+                                self.graph,
+                                &node.policy,
+                                slot.reward.as_deref(),
+                                sampler,
+                                &self.tokenizer,
+                                &records,
+                                &mut self.rng,
+                            )
+                            .ctx(|| format!("stage `{name}`: rollout `{rollout}`"))?;
+                        for (k, v) in self.rollout_state.metrics(&batch) {
+                            extra.insert(k, v);
+                        }
+                        let rewards: Vec<f64> = batch
+                            .seqs
+                            .iter()
+                            .map(|q| if q.reward.is_finite() { q.reward } else { 0.0 })
+                            .collect();
+                        let (mean, std) = mean_std(&rewards);
+                        extra.insert(format!("{}/reward_mean", slot.name), mean);
+                        extra.insert(format!("{}/reward_std", slot.name), std);
+                        sampled.insert(slot.name.clone(), batch);
+                    }
+                }
+            }
             let mut old: Vec<BTreeMap<String, (Tensor, Option<Tensor>)>> = Vec::new();
             for update in 0..stage.objective.updates_per_batch {
                 let mut grads: Option<Grads> = None;
@@ -836,29 +943,63 @@ impl Runner<'_> {
                         chunk.iter().map(|&i| &self.datasets[&stage.data].records[i]).collect();
                     let mut slot_map = SlotMap::new();
                     for slot in &stage.objective.slots {
-                        let SlotSource::Data { field } = &slot.source else {
-                            // validate() refuses other sources before the run.
-                            return Err(RunError::Invalid(format!("slot `{}`: unsupported source", slot.name)));
-                        };
-                        let seqs = records
-                            .iter()
-                            .map(|r| {
-                                encode_pair(
-                                    &self.tokenizer,
-                                    r.get("prompt").unwrap_or(""),
-                                    r.get(field).unwrap_or(""),
-                                )
-                            })
-                            .collect::<Result<Vec<_>, String>>()
-                            .map_err(RunError::Invalid)?;
-                        let batch = build_batch(&seqs, self.tokenizer.pad_id(), &self.device)
-                            .ctx(|| format!("slot `{}`", slot.name))?;
-                        if update == 0 {
-                            tokens += batch.tokens;
-                        }
                         let ref_model = if update == 0 { reference.as_ref() } else { None };
-                        let mut st = slots::slot_tensors(&policy, ref_model, &batch, batch.max_completion)
-                            .ctx(|| format!("stage `{name}`: slot `{}`", slot.name))?;
+                        let mut st = match &slot.source {
+                            SlotSource::Data { field } => {
+                                let seqs = records
+                                    .iter()
+                                    .map(|r| {
+                                        encode_pair(
+                                            &self.tokenizer,
+                                            r.get("prompt").unwrap_or(""),
+                                            r.get(field).unwrap_or(""),
+                                        )
+                                    })
+                                    .collect::<Result<Vec<_>, String>>()
+                                    .map_err(RunError::Invalid)?;
+                                let batch = build_batch(&seqs, self.tokenizer.pad_id(), &self.device)
+                                    .ctx(|| format!("slot `{}`", slot.name))?;
+                                if update == 0 {
+                                    tokens += batch.tokens;
+                                }
+                                slots::slot_tensors(&policy, ref_model, &batch, batch.max_completion)
+                            }
+                            SlotSource::Rollout { .. } => {
+                                let all = &sampled[&slot.name];
+                                let g = all.group_size.max(1);
+                                let start = (mi * micro * g).min(all.seqs.len());
+                                let end = (start + chunk.len() * g).min(all.seqs.len());
+                                let part = RolloutBatch {
+                                    seqs: all.seqs[start..end].to_vec(),
+                                    group_size: all.group_size,
+                                    max_tokens: all.max_tokens,
+                                    stats: Default::default(),
+                                };
+                                if update == 0 {
+                                    tokens += part
+                                        .seqs
+                                        .iter()
+                                        .map(|q| q.context.len() + q.completion.len())
+                                        .sum::<usize>();
+                                }
+                                crate::rollouts::slot_tensors(
+                                    &part,
+                                    &policy,
+                                    ref_model,
+                                    &self.tokenizer,
+                                    &self.device,
+                                    stage.objective.mask_truncated,
+                                )
+                            }
+                            SlotSource::Replay { .. } => {
+                                // validate() refuses replay slots before the run.
+                                return Err(RunError::Invalid(format!(
+                                    "slot `{}`: replay buffers are not supported",
+                                    slot.name
+                                )));
+                            }
+                        }
+                        .ctx(|| format!("stage `{name}`: slot `{}`", slot.name))?;
                         if update == 0 {
                             if old.len() <= mi {
                                 old.push(BTreeMap::new());
@@ -928,7 +1069,7 @@ impl Runner<'_> {
                 tokens: Some(tokens as u64),
                 tokens_per_s: Some(tokens as f64 / train_s.max(1e-9)),
                 step_s: Some(train_s),
-                extra: BTreeMap::new(),
+                extra,
                 eval: ev,
             };
             let evaluated = !record.eval.is_empty();
@@ -989,7 +1130,7 @@ impl Runner<'_> {
             rng: RngState::capture(&self.rng),
             models: trained.iter().map(|(n, _)| n.clone()).collect(),
             wall_s: self.wall_s(),
-            rollout_state: serde_json::Value::Null,
+            rollout_state: self.rollout_state.to_json(),
         };
         let root = self.opts.out_dir.join("checkpoints");
         let dir = checkpoint::save(
@@ -1005,6 +1146,16 @@ impl Runner<'_> {
         self.last_checkpoint = Some(dir);
         Ok(())
     }
+}
+
+fn mean_std(xs: &[f64]) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
 }
 
 fn fmt_metrics(m: &BTreeMap<String, f64>) -> String {

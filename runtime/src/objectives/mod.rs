@@ -115,7 +115,11 @@ pub type SlotMap = BTreeMap<String, SlotTensors>;
 /// Evaluate the scalar loss `expr` on `slots`, with `hypers` giving every `Expr::Hyper`.
 ///
 /// The result is a 0-d tensor in the dtype of the slots' `logp`, differentiable through `logp`.
-pub fn evaluate_loss(expr: &Expr, slots: &SlotMap, hypers: &BTreeMap<String, f64>) -> Result<Tensor> {
+pub fn evaluate_loss(
+    expr: &Expr,
+    slots: &SlotMap,
+    hypers: &BTreeMap<String, f64>,
+) -> Result<Tensor> {
     let Some(first) = slots.values().next() else {
         bail!("objective has no slots to evaluate on");
     };
@@ -169,9 +173,15 @@ enum Val {
     /// 0-d tensor.
     Scalar(Tensor),
     /// `[n]`; `slot` decides the group size of group reductions.
-    Seq { t: Tensor, slot: String },
+    Seq {
+        t: Tensor,
+        slot: String,
+    },
     /// `[n, t]`; `slot` decides the mask of token reductions.
-    Token { t: Tensor, slot: String },
+    Token {
+        t: Tensor,
+        slot: String,
+    },
 }
 
 struct Ctx<'a> {
@@ -309,8 +319,9 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(vals.len());
         for v in vals {
             let t = match v {
-                Val::Num(x) => Tensor::full(x, target.as_slice(), &self.device)?
-                    .to_dtype(self.dtype)?,
+                Val::Num(x) => {
+                    Tensor::full(x, target.as_slice(), &self.device)?.to_dtype(self.dtype)?
+                }
                 Val::Scalar(t) => t.broadcast_as(target.as_slice())?,
                 Val::Seq { t, slot } => {
                     let n = t.dims1()?;
@@ -387,7 +398,10 @@ impl Ctx<'_> {
             bail!("{f:?} expects a {expected}-level value, found a {found}")
         };
         match f {
-            Reduce::SumTokens | Reduce::MeanTokens | Reduce::MeanAllTokens | Reduce::SumAllTokens => {
+            Reduce::SumTokens
+            | Reduce::MeanTokens
+            | Reduce::MeanAllTokens
+            | Reduce::SumAllTokens => {
                 let Val::Token { t, slot } = v else {
                     return wrong("value that is not per-token");
                 };

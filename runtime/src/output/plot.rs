@@ -32,8 +32,13 @@ pub fn render(title: &str, records: &[StepRecord]) -> String {
         if let Some(l) = r.loss.filter(|l| l.is_finite()) {
             train.entry("loss".into()).or_default().push((x, l));
         }
-        if let Some(v) = r.extra.get("reward_mean").filter(|v| v.is_finite()) {
-            eval.entry("train reward_mean".into()).or_default().push((x, *v));
+        for (key, label) in [
+            ("rollout/reward_mean", "train reward"),
+            ("rollout/expert_token_frac", "expert tokens used"),
+        ] {
+            if let Some(v) = r.extra.get(key).filter(|v| v.is_finite()) {
+                eval.entry(label.into()).or_default().push((x, *v));
+            }
         }
         for (k, v) in &r.eval {
             if v.is_finite() {

@@ -159,7 +159,11 @@ impl Search {
         }
         Some(if self.linear {
             // Linear: walk down from a known success, else up from the last failure.
-            if self.hi < self.limit { self.hi - 1 } else { self.lo }
+            if self.hi < self.limit {
+                self.hi - 1
+            } else {
+                self.lo
+            }
         } else {
             (self.lo + self.hi) / 2
         })
@@ -243,7 +247,10 @@ impl RolloutState {
                 / batch.seqs.len().max(1) as f64,
         );
         if s.expert_tokens_available > 0 || s.all_failed > 0 {
-            m.insert("rollout/all_failed_frac".into(), s.all_failed as f64 / groups);
+            m.insert(
+                "rollout/all_failed_frac".into(),
+                s.all_failed as f64 / groups,
+            );
             m.insert("rollout/branched_frac".into(), s.branched as f64 / groups);
             m.insert(
                 "rollout/mean_prefix_steps".into(),
@@ -401,7 +408,8 @@ impl RolloutState {
                     (s.group, k, text)
                 })
                 .collect::<Vec<_>>();
-            let probe_groups = sample_prefixed(model, tok, records, spec.base, &scorer, &contexts, rng)?;
+            let probe_groups =
+                sample_prefixed(model, tok, records, spec.base, &scorer, &contexts, rng)?;
             stats.search_groups += probe_groups.len();
             for ((si, k), g) in probes.into_iter().zip(probe_groups) {
                 searches[si].record(k, g);
@@ -710,7 +718,12 @@ mod tests {
     use super::*;
 
     /// Drive a search against an oracle "success iff k >= need"; returns (k found, probes).
-    fn run_search(limit: usize, need: usize, first: Option<usize>, linear: bool) -> (Option<usize>, usize) {
+    fn run_search(
+        limit: usize,
+        need: usize,
+        first: Option<usize>,
+        linear: bool,
+    ) -> (Option<usize>, usize) {
         let mut s = Search {
             group: 0,
             steps: Vec::new(),
@@ -798,6 +811,9 @@ mod tests {
         let back = RolloutState::from_json(&st.to_json()).expect("round trip");
         assert_eq!(back, st);
         assert_eq!(back.expert_token_fraction(), 0.25);
-        assert_eq!(RolloutState::from_json(&serde_json::Value::Null).expect("null"), RolloutState::default());
+        assert_eq!(
+            RolloutState::from_json(&serde_json::Value::Null).expect("null"),
+            RolloutState::default()
+        );
     }
 }

@@ -1,0 +1,118 @@
+//! A seeded mutation test: thousands of corrupted variants of the examples and stdlib go through
+//! parse + check + format; none may panic. Formatting must also be idempotent on every mutant
+//! that formats.
+
+mod common;
+
+use post_compiler::{compile_source, format};
+
+/// A small deterministic generator (xorshift64*), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const SNIPPETS: &[&str] = &[
+    "(", ")", "{", "}", "[", "]", ",", "=", "==", "->", "=>", "\"", "//", "\n", " ", ".", ":", "|", "-", "^", "if ",
+    " then ", " else ", "match ", "1e999", "0", "-1", "3 tokens", "7 prompts", "é", "😀", "\\", "\t", "stage x {", "experiment",
+    "model", "use std.objectives.{", "logp(y)", "mean_seqs(", "sample(policy, n = 0)", "\u{0}",
+];
+
+fn mutate(rng: &mut Rng, src: &str) -> String {
+    let mut s: Vec<char> = src.chars().collect();
+    for _ in 0..1 + rng.below(4) {
+        let len = s.len();
+        match rng.below(5) {
+            0 if len > 0 => {
+                let a = rng.below(len);
+                let b = (a + 1 + rng.below(40)).min(len);
+                s.drain(a..b);
+            }
+            1 => {
+                let at = rng.below(len + 1);
+                let snip = SNIPPETS[rng.below(SNIPPETS.len())];
+                for (i, ch) in snip.chars().enumerate() {
+                    s.insert(at + i, ch);
+                }
+            }
+            2 if len > 0 => {
+                let a = rng.below(len);
+                let b = (a + rng.below(200)).min(len);
+                let chunk: Vec<char> = s[a..b].to_vec();
+                let at = rng.below(len + 1);
+                for (i, ch) in chunk.into_iter().enumerate() {
+                    s.insert(at + i, ch);
+                }
+            }
+            3 if len > 0 => {
+                let a = rng.below(len);
+                s[a] = char::from_u32(rng.below(0x3000) as u32).unwrap_or('?');
+            }
+            _ => {
+                let text: String = s.iter().collect();
+                let mut lines: Vec<&str> = text.lines().collect();
+                if lines.len() > 1 {
+                    let a = rng.below(lines.len());
+                    let b = rng.below(lines.len());
+                    lines.swap(a, b);
+                }
+                s = lines.join("\n").chars().collect();
+            }
+        }
+    }
+    s.into_iter().collect()
+}
+
+#[test]
+fn corrupted_inputs_never_panic() {
+    let fs = common::fixture_fs();
+    let mut files = common::post_files("examples");
+    files.extend(common::post_files("stdlib"));
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let per_file = 2400 / files.len().max(1) + 1;
+    let mut checked = 0;
+    for (name, src) in &files {
+        for _ in 0..per_file {
+            let m = mutate(&mut rng, src);
+            let c = compile_source(&fs, name, m.clone());
+            // Every diagnostic points inside the text.
+            for d in &c.diagnostics {
+                assert!(d.primary.span.end as usize <= m.len(), "{name}: span out of range in {m:?}");
+            }
+            if let Ok(f) = format(&m) {
+                let again = format(&f).unwrap_or_else(|e| panic!("formatted text does not parse: {e:?}\n{f}"));
+                assert_eq!(again, f, "formatting not idempotent for a mutant of {name}:\n{m}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2000);
+}
+
+#[test]
+fn hostile_inputs_never_panic() {
+    let fs = common::fixture_fs();
+    let deep = "(".repeat(5000);
+    let deep_if = "experiment e { seed = ".to_string() + &"if true then ".repeat(3000) + "1";
+    let long_chain = "const x = ".to_string() + &"1 + ".repeat(50_000) + "1\n";
+    let unary = "const x = ".to_string() + &"-".repeat(50_000) + "1\n";
+    let fields = "const x = a".to_string() + &".b".repeat(50_000) + "\n";
+    let calls = "const x = f".to_string() + &"()".repeat(50_000) + "\n";
+    let garbage: String = (0..20_000u32).map(|i| char::from_u32((i * 7919) % 0x2FFF + 1).unwrap_or('x')).collect();
+    for src in [String::new(), "\n\n".into(), deep, deep_if, long_chain, unary, fields, calls, garbage, "experiment".into(), "}}}}".into(), "\"".into()] {
+        let c = compile_source(&fs, "x.post", src.clone());
+        let _ = format(&src);
+        for d in &c.diagnostics {
+            assert!(d.primary.span.end as usize <= src.len());
+        }
+    }
+}
