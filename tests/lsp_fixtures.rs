@@ -246,7 +246,8 @@ fn run_fixture(path: &Path) -> String {
                 let _ = writeln!(out, "== {op}{}{} ==", if arg.is_empty() { "" } else { " " }, arg);
                 let body = match op.as_str() {
                     "change" => {
-                        let (old, new) = arg.split_once(" => ").expect("change OLD => NEW");
+                        let (old, new) = arg.split_once(" =>").expect("change OLD => NEW");
+                        let new = new.strip_prefix(' ').unwrap_or(new);
                         let at = text.find(old).expect("the text to change exists");
                         let range = json!({ "start": position(&text, at), "end": position(&text, at + old.len()) });
                         version += 1;

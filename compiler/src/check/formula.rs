@@ -389,7 +389,7 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
     if !ok {
         return None;
     }
-    let v = lower(c, &mut low, &env, def_module, &def.value)?;
+    let v = c.at_site(def_module, obj.span, |c| lower(c, &mut low, &env, def_module, &def.value))?;
     let Some(loss) = v.expr() else {
         type_err(c, def.value.span, "a formula", &v);
         return None;
@@ -1076,7 +1076,7 @@ fn inline(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: u
         inner.insert(p.name.name.clone(), arg);
     }
     low.stack.push(id);
-    let out = lower(c, low, &inner, def_module, &def.value);
+    let out = c.at_site(def_module, e.span, |c| lower(c, low, &inner, def_module, &def.value));
     low.stack.pop();
     out
 }

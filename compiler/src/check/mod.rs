@@ -176,6 +176,10 @@ pub(crate) struct Checker<'a> {
     /// Stage names and kinds, known before any definition is evaluated (`selected(s2l)`).
     pub stage_kinds: Vec<(String, BlockKind)>,
     anon: usize,
+    /// The module id of the checked file.
+    pub user_module: usize,
+    /// While set, diagnostics are re-pointed here (see [`Checker::at_site`]).
+    remap: Option<Span>,
 }
 
 pub fn check(file: &File, fs: &dyn FileSystem, path: &str) -> (Option<Graph>, Vec<Diagnostic>) {
@@ -202,14 +206,38 @@ pub fn check(file: &File, fs: &dyn FileSystem, path: &str) -> (Option<Graph>, Ve
         defaults: Vec::new(),
         stage_kinds: Vec::new(),
         anon: 0,
+        user_module: usize::MAX,
+        remap: None,
     };
     let graph = c.run(file);
-    (graph, c.diags)
+    let mut seen = std::collections::HashSet::new();
+    let diags = c
+        .diags
+        .into_iter()
+        .filter(|d| seen.insert((d.code.clone(), d.primary.span, d.message.clone())))
+        .collect();
+    (graph, diags)
 }
 
 impl<'a> Checker<'a> {
-    pub fn err(&mut self, d: Diagnostic) {
+    pub fn err(&mut self, mut d: Diagnostic) {
+        // Errors found inside standard-library definitions point at the user's call.
+        if let Some(site) = self.remap {
+            d.primary.span = site;
+            d.secondary.clear();
+        }
         self.diags.push(d);
+    }
+
+    /// Run `f` with diagnostics re-pointed at `site` when `module` is not the user's file.
+    pub fn at_site<R>(&mut self, module: usize, site: Span, f: impl FnOnce(&mut Self) -> R) -> R {
+        let saved = self.remap;
+        if module != self.user_module && self.remap.is_none() {
+            self.remap = Some(site);
+        }
+        let out = f(self);
+        self.remap = saved;
+        out
     }
 
     pub fn default_applied(&mut self, path: &str, value: String, origin: &str) {
@@ -353,6 +381,7 @@ impl<'a> Checker<'a> {
         // Stdlib diagnostics would be compiler bugs; keep only the user's.
         self.diags.clear();
         let user = self.add_module("main", &file.items, true);
+        self.user_module = user;
         self.add_imports(user, &file.items, &std_ids);
 
         // Placement rules and the experiment.
@@ -999,7 +1028,7 @@ impl<'a> Checker<'a> {
                 let params = def.params.as_deref().unwrap_or(&[]);
                 let def_module = self.defs[id].module;
                 let bound = self.bind_params(module, params, def_module, args, e.span, locals, &format!("{path}.{}", def.name.name))?;
-                self.eval_as(def_module, &def.value, T::Rollout, &bound, path)
+                self.at_site(def_module, e.span, |c| c.eval_as(def_module, &def.value, T::Rollout, &bound, path))
             }
             _ => {
                 self.err(

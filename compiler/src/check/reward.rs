@@ -114,7 +114,9 @@ fn lower(c: &mut Checker, ctx: &mut Ctx, e: &Expr) -> Option<(RExpr, Ty)> {
                 "completion" => Some((RExpr::Completion, Ty::Str)),
                 "tokens" => Some((RExpr::CompletionTokens, Ty::Num)),
                 f => {
-                    ctx.fields.push((f.to_string(), field.span));
+                    // Fields read by standard-library rewards are reported at the use site.
+                    let span = if ctx.module == c.user_module { field.span } else { Span::default() };
+                    ctx.fields.push((f.to_string(), span));
                     Some((RExpr::Field { name: f.to_string() }, Ty::Str))
                 }
             }

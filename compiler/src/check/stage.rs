@@ -117,12 +117,17 @@ fn check_reward_fields(c: &mut Checker, reward: &str, data: Option<&str>, span: 
     let used = c.reward_fields.get(reward).cloned().unwrap_or_default();
     for (f, fspan) in used {
         if !fields.contains(&f) {
-            c.err(Diagnostic::error(
+            let (primary, label) = if fspan == Span::default() { (span, None) } else { (fspan, Some(span)) };
+            let mut d2 = Diagnostic::error(
                 "E0501",
                 format!("reward `{reward}` reads field `{f}`, which dataset `{}` does not have", d.name.clone().unwrap_or_default()),
-                fspan,
+                primary,
                 "unknown field",
-            ).with_label(span, "used on that dataset here").with_help_opt(crate::suggest::did_you_mean(&f, fields.iter().map(|s| s.as_str()))));
+            );
+            if let Some(l) = label {
+                d2 = d2.with_label(l, "used on that dataset here");
+            }
+            c.err(d2.with_help_opt(crate::suggest::did_you_mean(&f, fields.iter().map(|s| s.as_str()))));
         }
     }
 }
@@ -264,6 +269,16 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
             }
         }
     }
+    // Evals are checked even when the objective has errors.
+    let steps_v = steps.unwrap_or(0);
+    let mut evals = Vec::new();
+    for i in &b.items {
+        if let Item::Eval(e) = i {
+            if let Some(ev) = eval(c, m, e, &path, steps_v) {
+                evals.push(ev);
+            }
+        }
+    }
     let mut lowered = lowered?;
     let obj_span = s.get("objective").map_or(b.name.span, |x| x.value.span);
 
@@ -360,7 +375,6 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         }
     }
 
-    let steps_v = steps.unwrap_or(0);
     let checkpoint_every = match get(c, m, &s, "checkpoint_every", T::Steps, &path) {
         Some((v, _)) => num_of(&v).unwrap_or(0.0) as u64,
         None => {
@@ -373,15 +387,6 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     if steps == Some(0) {
         let span = s.get("steps").map_or(b.name.span, |x| x.value.span);
         c.err(Diagnostic::error("E0401", "a stage needs at least 1 step", span, "zero steps"));
-    }
-    // Evals.
-    let mut evals = Vec::new();
-    for i in &b.items {
-        if let Item::Eval(e) = i {
-            if let Some(ev) = eval(c, m, e, &path, steps_v) {
-                evals.push(ev);
-            }
-        }
     }
     if !has_steps {
         return None;
@@ -471,7 +476,8 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
             other => c.err(Diagnostic::error("E0107", "an eval block holds `metric = ...` lines and `limit = N`", other.span(), "not allowed here")),
         }
     }
-    if metrics.is_empty() && !e.items.iter().any(|i| matches!(i, Item::Error(_))) && data.is_some() {
+    let written = e.items.iter().any(|i| !matches!(i, Item::Setting(s) if s.key.name == "limit"));
+    if !written && data.is_some() {
         c.err(Diagnostic::error("E0104", "an eval needs at least one metric", e.span, "no metrics")
             .with_help("e.g. `accuracy = accuracy(correct, greedy(policy))`"));
     }

@@ -394,27 +394,30 @@ impl Analysis {
         // Inside a call.
         if let Some(ctx) = self.call_context(offset) {
             if let Some((_, _, params)) = self.call_params(&ctx, offset) {
+                // The value of an enumerated parameter: only its options make sense.
+                if let Some(n) = ctx.arg_name.as_ref().filter(|_| !ctx.at_arg_start) {
+                    let options = params
+                        .iter()
+                        .find(|p| &p.name == n)
+                        .map(|p| enum_options(&p.rendered))
+                        .unwrap_or_default();
+                    if !options.is_empty() {
+                        for opt in options {
+                            out.push(mk(&opt, CompletionKind::Choice, Some(format!("option of `{n}`")), None, None, 0));
+                        }
+                        return out;
+                    }
+                }
                 if ctx.at_arg_start {
-                    for p in params.iter().filter(|p| !ctx.named.contains(&p.name)) {
+                    // Positional arguments fill the first parameters.
+                    let positional = ctx.arg_index.saturating_sub(ctx.named.len());
+                    for p in params.iter().skip(positional).filter(|p| !ctx.named.contains(&p.name)) {
                         let detail = match &p.default {
                             Some(d) => format!("{} (default {d})", p.rendered),
                             None => p.rendered.clone(),
                         };
                         let doc = (!p.doc.is_empty()).then(|| p.doc.clone());
                         out.push(mk(&format!("{} =", p.name), CompletionKind::Param, Some(detail), doc, Some(format!("{} = ", p.name)), 0));
-                    }
-                }
-                // The value of an enumerated parameter.
-                if let Some(n) = ctx.arg_name.as_ref().filter(|_| prev_text == "=" || !ctx.at_arg_start) {
-                    if let Some(p) = params.iter().find(|p| &p.name == n) {
-                        if let Some(ty) = p.rendered.split(':').nth(1) {
-                            let ty = ty.split('=').next().unwrap_or("");
-                            if ty.contains('|') && !ty.contains("schedule") {
-                                for opt in ty.split('|').map(str::trim) {
-                                    out.push(mk(opt, CompletionKind::Choice, Some(format!("option of `{n}`")), None, None, 0));
-                                }
-                            }
-                        }
                     }
                 }
             }
@@ -650,6 +653,18 @@ impl Analysis {
             None => (Span::new(0, 0), format!("use {module}.{{{name}}}\n\n")),
         }
     }
+}
+
+/// The options of an enumerated parameter, from its rendering (`search: binary | linear = binary`).
+fn enum_options(rendered: &str) -> Vec<String> {
+    let Some((_, ty)) = rendered.split_once(':') else {
+        return Vec::new();
+    };
+    let ty = ty.split('=').next().unwrap_or("");
+    if !ty.contains('|') || ty.contains("schedule") {
+        return Vec::new();
+    }
+    ty.split('|').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect()
 }
 
 fn def_kind(k: SymbolKind) -> CompletionKind {

@@ -32,6 +32,9 @@ impl Analysis {
                     s.push_str("\n\n");
                     s.push_str(p.doc);
                 }
+                if let Some(meaning) = docs::type_name(p.ty) {
+                    s.push_str(&format!("\n\n`{}`: {meaning}", p.ty));
+                }
                 s.push_str(&type_note(p.ty));
                 s
             }
@@ -132,11 +135,14 @@ impl Analysis {
                     out.push_str(d);
                 }
                 if let Some(t) = &s.ty {
+                    if let Some(meaning) = docs::type_name(t) {
+                        out.push_str(&format!("\n\n`{t}`: {meaning}"));
+                    }
                     out.push_str(&type_note(t));
                 }
             }
             SymbolKind::Def(kind) => {
-                out.push_str(&code(&s.signature));
+                out.push_str(&code(&s.signature_block()));
                 if let Some(m) = s.module() {
                     out.push_str(&format!("\n\nfrom `{m}`"));
                 }

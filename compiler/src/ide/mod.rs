@@ -84,6 +84,47 @@ pub struct Symbol {
 }
 
 impl Symbol {
+    /// The signature for a code block: one parameter per line when it is long.
+    pub fn signature_block(&self) -> String {
+        let Some(open) = self.signature.find('(') else {
+            return self.signature.clone();
+        };
+        if self.signature.len() <= 80 || self.params.is_empty() {
+            return self.signature.clone();
+        }
+        let inner = self
+            .signature
+            .get(open + 1..self.signature.len().saturating_sub(1))
+            .unwrap_or("");
+        // Parameters never contain `, ` at depth 0 except as separators; defaults may hold
+        // calls, so split at depth 0 only.
+        let mut parts = Vec::new();
+        let mut depth = 0i32;
+        let mut cur = String::new();
+        for ch in inner.chars() {
+            match ch {
+                '(' | '[' => depth += 1,
+                ')' | ']' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(cur.trim().to_string());
+                    cur.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(ch);
+        }
+        if !cur.trim().is_empty() {
+            parts.push(cur.trim().to_string());
+        }
+        let mut out = format!("{}(\n", self.signature.get(..open).unwrap_or(""));
+        for p in parts {
+            out.push_str(&format!("  {p},\n"));
+        }
+        out.push(')');
+        out
+    }
+
     pub fn is_std(&self) -> bool {
         matches!(self.file, FileId::Std(_))
     }
@@ -281,20 +322,13 @@ fn doc_after(src: &str, offset: u32) -> Option<String> {
 
 fn push_def(symbols: &mut Vec<Symbol>, d: &Def, file: FileId, src: &str) -> SymId {
     let id = symbols.len();
-    let head_end = d.params.as_ref().map_or(d.name.span.end, |ps| {
-        // Up to the closing parenthesis: the text before `=` of the value.
-        let upto = d.value.span.start as usize;
-        let text = src.get(d.name.span.end as usize..upto).unwrap_or("");
-        match text.rfind(')') {
-            Some(i) => d.name.span.end + i as u32 + 1,
-            None => ps.last().map_or(d.name.span.end, |p| p.span.end),
+    let signature = match &d.params {
+        None => format!("{} {}", d.kind.keyword(), d.name.name),
+        Some(ps) => {
+            let ps: Vec<String> = ps.iter().map(|p| one_line(slice(src, p.span))).collect();
+            format!("{} {}({})", d.kind.keyword(), d.name.name, ps.join(", "))
         }
-    });
-    let signature = one_line(&format!(
-        "{} {}",
-        d.kind.keyword(),
-        slice(src, Span::new(d.name.span.start as usize, head_end as usize))
-    ));
+    };
     symbols.push(Symbol {
         name: d.name.name.clone(),
         kind: SymbolKind::Def(d.kind),
@@ -937,3 +971,6 @@ impl Builder<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

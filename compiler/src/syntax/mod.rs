@@ -309,13 +309,23 @@ type Built = Option<(Expr, usize)>;
 impl<'a> Builder<'a> {
     /// Items of a block or the file. Consecutive broken lines are reported once.
     fn items(&mut self, pairs: pest::iterators::Pairs<Rule>, top: bool) -> Vec<Item> {
-        let mut out = Vec::new();
+        let mut out: Vec<Item> = Vec::new();
         let mut last_was_error = false;
         for p in pairs {
             let item = match p.as_rule() {
                 Rule::EOI => continue,
                 Rule::top_error | Rule::member_error => {
-                    let span = span_of(&p);
+                    let mut span = span_of(&p);
+                    // An item that parsed only up to a broken rest of its line (`x = f(` ...) is
+                    // part of the broken line: drop it so it causes no follow-up errors.
+                    if let Some(prev) = out.last() {
+                        let prev_span = prev.span();
+                        let between = self.src.get(prev_span.end as usize..span.start as usize).unwrap_or("\n");
+                        if !matches!(prev, Item::Error(_)) && !between.contains('\n') {
+                            span = prev_span.join(span);
+                            out.pop();
+                        }
+                    }
                     if !last_was_error {
                         self.report_line(&p, top);
                     }

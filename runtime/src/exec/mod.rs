@@ -208,7 +208,7 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
             return Err(here("steps must be positive".into()));
         }
         let records = records_per_step(graph, t);
-        if t.grad_accum == 0 || records == 0 || records % t.grad_accum != 0 {
+        if t.grad_accum == 0 || records == 0 || !records.is_multiple_of(t.grad_accum) {
             return Err(here(format!(
                 "a batch of {records} records does not split into {} gradient-accumulation micro-batches",
                 t.grad_accum
@@ -800,7 +800,7 @@ impl Runner<'_> {
     fn eval(&mut self, stage: &TrainStage, stage_name: &str, stage_step: u64) -> Result<BTreeMap<String, f64>, RunError> {
         let mut out = BTreeMap::new();
         for (i, e) in stage.evals.iter().enumerate() {
-            let due = stage_step == 0 || stage_step == stage.steps || stage_step % e.every == 0;
+            let due = stage_step == 0 || stage_step == stage.steps || stage_step.is_multiple_of(e.every);
             if !due {
                 continue;
             }

@@ -140,7 +140,7 @@ pub fn generate(
                 }
             },
         };
-        let in_test = fnv1a(problem.prompt.as_bytes()) % TEST_BUCKETS == 0;
+        let in_test = fnv1a(problem.prompt.as_bytes()).is_multiple_of(TEST_BUCKETS);
         if in_test != (split == TaskSplit::Test) {
             continue;
         }
