@@ -10,6 +10,8 @@ use crate::fs::OsFs;
 pub enum Emit {
     /// The runtime graph as JSON.
     Graph,
+    /// The fused kernels of every objective: simplified formulas, Cranelift IR, CUDA C.
+    Kernels,
 }
 
 #[derive(clap::Args)]
@@ -49,8 +51,10 @@ pub fn run(args: Args) -> ExitCode {
             eprintln!("  {d}");
         }
     }
-    let Emit::Graph = args.emit;
-    let json = graph.to_json();
+    let json = match args.emit {
+        Emit::Graph => graph.to_json(),
+        Emit::Kernels => post_kernels::formula::emit_kernels(graph),
+    };
     match &args.output {
         None => {
             println!("{json}");

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 mod check;
+mod kernels;
 mod lsp;
 mod model;
 
@@ -14,6 +15,8 @@ pub enum Bench {
     Check(check::Args),
     /// Model SFT step time, sampling tokens/s and peak memory for the `tiny` and `20m` presets.
     Model(model::Args),
+    /// Fused vs unfused kernels: time and peak memory (log-probs, norms, RoPE, GRPO/DPO formulas).
+    Kernels(kernels::Args),
     /// Language server latency: diagnostics after a change, hover, completion.
     Lsp(lsp::Args),
 }
@@ -23,5 +26,6 @@ pub fn run(b: Bench) -> ExitCode {
         Bench::Check(a) => check::run(a),
         Bench::Model(a) => model::run(a),
         Bench::Lsp(a) => lsp::run(a),
+        Bench::Kernels(a) => kernels::run(a),
     }
 }

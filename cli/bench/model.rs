@@ -55,13 +55,21 @@ fn median_secs(reps: usize, mut f: impl FnMut() -> BenchResult<()>) -> BenchResu
 
 fn random_ids(rng: &mut ChaCha8Rng, rows: usize, len: usize, vocab: usize) -> Vec<Vec<u32>> {
     (0..rows)
-        .map(|_| (0..len).map(|_| rng.random_range(0..vocab as u32)).collect())
+        .map(|_| {
+            (0..len)
+                .map(|_| rng.random_range(0..vocab as u32))
+                .collect()
+        })
         .collect()
 }
 
 fn settings(name: &str) -> (usize, usize, usize) {
     // (SFT batch, SFT sequence, sampling rows), as in the torch baseline.
-    if name == "tiny" { (32, 128, 32) } else { (8, 256, 8) }
+    if name == "tiny" {
+        (32, 128, 32)
+    } else {
+        (8, 256, 8)
+    }
 }
 
 fn sft_row(name: &str, reps: usize) -> BenchResult<Value> {
@@ -164,7 +172,9 @@ fn logprob_row(reps: usize) -> BenchResult<Value> {
         ls.gather(&tgt.unsqueeze(2).map_err(e)?, 2).map_err(e)?;
         Ok(())
     })?;
-    let selective = median_secs(reps, || token_logprobs(&logits, &tgt).map(|_| ()).map_err(e))?;
+    let selective = median_secs(reps, || {
+        token_logprobs(&logits, &tgt).map(|_| ()).map_err(e)
+    })?;
     Ok(json!({
         "bench": "logprobs_from_logits", "tokens": n, "vocab": vocab,
         "log_softmax_gather_ms": full * 1e3, "selective_ms": selective * 1e3,
@@ -215,11 +225,23 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    if !args.json {
+    // candle's CPU worker pool spins while it waits, so other busy processes inflate the
+    // figures far beyond their share of the CPU: the load is printed with them.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.json {
         println!(
-            "post bench model: median of {} runs after a warm-up; {} CPU threads",
-            args.reps,
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            "{}",
+            json!({"bench": "machine", "threads": threads, "load_avg_1m": load})
+        );
+    } else {
+        println!(
+            "post bench model: median of {} runs after a warm-up; {threads} CPU threads; \
+             1-minute load average {load} (figures are only comparable on an idle machine)",
+            args.reps
         );
     }
     let mut jobs: Vec<Box<dyn Fn() -> BenchResult<Value>>> = Vec::new();

@@ -20,6 +20,7 @@
 //! Every op has a CPU forward (the reference). CUDA sources live in `kernels/cuda/*.cu`; see
 //! [`backend_note`] for what the current build runs.
 
+pub mod cuda_sources;
 pub mod formula;
 pub mod ops;
 pub mod rollout;
@@ -29,8 +30,8 @@ mod util;
 /// One line saying which backend the fused kernels run on in this build, for logs and `--help`.
 pub fn backend_note() -> &'static str {
     if cfg!(feature = "cuda") {
-        "post-kernels: built with `cuda`: tensors on a CUDA device use candle's kernels around the fused CPU-reference ops (NVRTC sources in kernels/cuda are not wired into this build); CPU tensors use the Cranelift/Rust kernels"
+        "post-kernels: fused kernels run on CPU tensors only; tensors on a CUDA device fall back to unfused candle ops (the NVRTC sources in kernels/cuda are not wired into this build)"
     } else {
-        "post-kernels: built without the `cuda` feature: every fused kernel runs on the CPU (Cranelift JIT and Rust reference kernels)"
+        "post-kernels: built without the `cuda` feature: every fused kernel runs on the CPU (Cranelift JIT and Rust kernels)"
     }
 }

@@ -101,9 +101,8 @@ pub(crate) fn row_logsumexp(row: &[f32]) -> f32 {
         for &v in it.remainder() {
             bm = bm.max(v);
         }
-        if bm.is_nan() || block.iter().any(|v| v.is_nan()) {
-            return f32::NAN;
-        }
+        // A NaN is skipped by `max` but reaches the sum below through `fast_exp`, so the result
+        // is NaN, as log_softmax's would be.
         if bm > m {
             s *= fast_exp(m - bm);
             m = bm;
@@ -154,5 +153,12 @@ mod tests {
         let want = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
         let got = row_logsumexp(&row) as f64;
         assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn logsumexp_propagates_nan_and_handles_infinities() {
+        assert!(row_logsumexp(&[0.0, f32::NAN, 1.0]).is_nan());
+        assert_eq!(row_logsumexp(&[f32::NEG_INFINITY, 0.0]), 0.0);
+        assert_eq!(row_logsumexp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
     }
 }

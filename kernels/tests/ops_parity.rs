@@ -85,7 +85,7 @@ fn ref_rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
 #[test]
 fn rms_norm_matches_composition_and_trains_both_inputs() {
     let mut rng = Rng::new(4);
-    for &(shape, d) in &[(&[3usize, 5, 24][..], 24usize), (&[7, 1][..], 1), (&[300, 128][..], 128)] {
+    for &(shape, d) in &[(&[3usize, 5, 24][..], 24usize), (&[7, 3][..], 3), (&[300, 128][..], 128)] {
         let x = Var::from_tensor(&rng.tensor(shape, 2.0)).unwrap();
         let w = Var::from_tensor(&rng.tensor(&[d], 1.0)).unwrap();
         let g = rng.tensor(shape, 1.0);

@@ -182,7 +182,9 @@ pub fn generate(
                 (done[r], g.truncated, g.stop_reason) = (true, false, StopReason::Eos);
             }
             if let Some(t) = tokenizer {
-                let text = t.decode(&g.tokens).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let text = t
+                    .decode(&g.tokens)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
                 if !done[r] {
                     if let Some(s) = params.stop.iter().find(|s| text.contains(s.as_str())) {
                         (done[r], g.truncated) = (true, false);
@@ -350,7 +352,10 @@ mod tests {
         assert_eq!(ids(&filter_support(&logits, 1.0, 0, 0.5)?), vec![1]);
         assert_eq!(ids(&filter_support(&logits, 1.0, 0, 0.6)?), vec![1, 3]);
         assert_eq!(ids(&filter_support(&logits, 1.0, 0, 0.8)?), vec![1, 3, 2]);
-        assert_eq!(ids(&filter_support(&logits, 1.0, 0, 0.9)?), vec![1, 3, 2, 0]);
+        assert_eq!(
+            ids(&filter_support(&logits, 1.0, 0, 0.9)?),
+            vec![1, 3, 2, 0]
+        );
         let s = filter_support(&logits, 1.0, 0, 0.6)?;
         assert!((s[0].1 - 2.0 / 3.0).abs() < 1e-6 && (s[1].1 - 1.0 / 3.0).abs() < 1e-6);
         // top-k first, then top-p on the renormalised top-k: {1: .5/.875, 3: .25/.875, 2: ...}.
@@ -386,7 +391,9 @@ mod tests {
         assert!((share - 0.75).abs() < 0.03, "{share}");
         let draw = |seed| -> Result<Vec<u32>> {
             let mut r = ChaCha8Rng::seed_from_u64(seed);
-            (0..20).map(|_| sample_token(&logits, &params, &mut r)).collect()
+            (0..20)
+                .map(|_| sample_token(&logits, &params, &mut r))
+                .collect()
         };
         assert_eq!(draw(3)?, draw(3)?);
         Ok(())

@@ -54,7 +54,10 @@ pub struct HfModel {
 pub fn load_config(dir: &Path) -> Result<(ModelConfig, ModelOptions), HfError> {
     let path = dir.join("config.json");
     if !path.is_file() {
-        return Err(err(&path, "missing (a Hugging Face model directory needs config.json)"));
+        return Err(err(
+            &path,
+            "missing (a Hugging Face model directory needs config.json)",
+        ));
     }
     let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
     let v: Value =
@@ -88,13 +91,17 @@ fn parse_config(v: &Value) -> Result<(ModelConfig, ModelOptions), String> {
     let f64_key = |k: &str, default: f64| -> Result<f64, String> {
         match v.get(k) {
             None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_f64().ok_or_else(|| format!("{k} must be a number, found {x}")),
+            Some(x) => x
+                .as_f64()
+                .ok_or_else(|| format!("{k} must be a number, found {x}")),
         }
     };
     let bool_key = |k: &str, default: bool| -> Result<bool, String> {
         match v.get(k) {
             None | Some(Value::Null) => Ok(default),
-            Some(x) => x.as_bool().ok_or_else(|| format!("{k} must be a boolean, found {x}")),
+            Some(x) => x
+                .as_bool()
+                .ok_or_else(|| format!("{k} must be a boolean, found {x}")),
         }
     };
     let num_heads = req("num_attention_heads")?;
@@ -119,9 +126,14 @@ fn parse_config(v: &Value) -> Result<(ModelConfig, ModelOptions), String> {
             ));
         }
     }
-    let act = v.get("hidden_act").and_then(Value::as_str).unwrap_or("silu");
+    let act = v
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("silu");
     if act != "silu" {
-        return Err(format!("hidden_act {act:?} is not supported (only \"silu\")"));
+        return Err(format!(
+            "hidden_act {act:?} is not supported (only \"silu\")"
+        ));
     }
     match v.get("rope_scaling") {
         None | Some(Value::Null) => {}
@@ -202,13 +214,19 @@ fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<HashMap<String, Path
         let mut files: Vec<PathBuf> = Vec::new();
         let mut routing = HashMap::new();
         for (name, file) in map {
-            let file = file
-                .as_str()
-                .ok_or_else(|| err(&index, format!("weight_map entry {name} is not a file name")))?;
+            let file = file.as_str().ok_or_else(|| {
+                err(
+                    &index,
+                    format!("weight_map entry {name} is not a file name"),
+                )
+            })?;
             let p = dir.join(file);
             if !files.contains(&p) {
                 if !p.is_file() {
-                    return Err(err(&p, format!("missing shard (listed for {name} in {})", index.display())));
+                    return Err(err(
+                        &p,
+                        format!("missing shard (listed for {name} in {})", index.display()),
+                    ));
                 }
                 files.push(p.clone());
             }
@@ -286,7 +304,10 @@ pub fn load_weights_into(
         let m = unsafe { MmapedSafetensors::new(f) }.map_err(|e| err(f, e))?;
         for (name, _) in m.tensors() {
             if let Some(prev) = owner.insert(name.clone(), i) {
-                return Err(err(f, format!("tensor {name} also appears in {}", files[prev].display())));
+                return Err(err(
+                    f,
+                    format!("tensor {name} also appears in {}", files[prev].display()),
+                ));
             }
         }
         maps.push(m);
@@ -295,7 +316,12 @@ pub fn load_weights_into(
         for (name, file) in routing {
             match owner.get(name) {
                 Some(&i) if &files[i] == file => {}
-                _ => return Err(err(file, format!("tensor {name} listed in the index is not in this file"))),
+                _ => {
+                    return Err(err(
+                        file,
+                        format!("tensor {name} listed in the index is not in this file"),
+                    ));
+                }
             }
         }
     }
@@ -316,7 +342,9 @@ pub fn load_weights_into(
             };
             return Err(err(&where_, format!("missing tensor {name}")));
         };
-        let t = maps[i].load(name, device).map_err(|e| err(&files[i], format!("tensor {name}: {e}")))?;
+        let t = maps[i]
+            .load(name, device)
+            .map_err(|e| err(&files[i], format!("tensor {name}: {e}")))?;
         if t.dims() != var.dims() {
             return Err(err(
                 &files[i],
@@ -330,7 +358,10 @@ pub fn load_weights_into(
         match t.dtype() {
             DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {}
             other => {
-                return Err(err(&files[i], format!("tensor {name} has dtype {other:?}, expected a float type")));
+                return Err(err(
+                    &files[i],
+                    format!("tensor {name} has dtype {other:?}, expected a float type"),
+                ));
             }
         }
         var.set(&t.to_dtype(dtype)?)?;
@@ -367,8 +398,9 @@ pub fn save(dir: &Path, model: &Transformer, tokenizer: Option<&Tokenizer>) -> R
     }
     let mut views = Vec::with_capacity(tensors.len());
     for (name, (shape, bytes)) in &tensors {
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-            .map_err(|e| err(&weights, format!("tensor {name}: {e}")))?;
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map_err(|e| err(&weights, format!("tensor {name}: {e}")))?;
         views.push((name.clone(), view));
     }
     // transformers refuses safetensors files without this metadata.

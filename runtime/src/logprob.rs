@@ -13,10 +13,16 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
     let (tb, tt) = targets.dims2()?;
     if (tb, tt) != (b, t) {
-        candle_core::bail!("token_logprobs: logits are [{b}, {t}, {v}] but targets are [{tb}, {tt}]");
+        candle_core::bail!(
+            "token_logprobs: logits are [{b}, {t}, {v}] but targets are [{tb}, {tt}]"
+        );
     }
     if b * t > 0 {
-        let max = targets.flatten_all()?.to_dtype(DType::U32)?.max(0)?.to_vec0::<u32>()?;
+        let max = targets
+            .flatten_all()?
+            .to_dtype(DType::U32)?
+            .max(0)?
+            .to_vec0::<u32>()?;
         if max as usize >= v {
             candle_core::bail!("token_logprobs: target id {max} out of range for vocabulary {v}");
         }
@@ -29,7 +35,10 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         .sum_keepdim(D::Minus1)?
         .log()?
         .add(&m)?;
-    let idx = targets.to_dtype(DType::U32)?.unsqueeze(D::Minus1)?.contiguous()?;
+    let idx = targets
+        .to_dtype(DType::U32)?
+        .unsqueeze(D::Minus1)?
+        .contiguous()?;
     let picked = logits.contiguous()?.gather(&idx, D::Minus1)?;
     (picked - lse)?.squeeze(D::Minus1)
 }
@@ -90,7 +99,11 @@ mod tests {
     fn matches_float64_reference_and_gradient() -> Result<()> {
         let dev = Device::Cpu;
         let rows: Vec<Vec<f64>> = (0..6)
-            .map(|i| (0..5).map(|j| ((i * 7 + j * 3) % 11) as f64 * 0.37 - 1.5).collect())
+            .map(|i| {
+                (0..5)
+                    .map(|j| ((i * 7 + j * 3) % 11) as f64 * 0.37 - 1.5)
+                    .collect()
+            })
             .collect();
         let targets = [0usize, 4, 2, 2, 1, 3];
         let flat: Vec<f64> = rows.iter().flatten().cloned().collect();

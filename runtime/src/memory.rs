@@ -203,7 +203,10 @@ mod tests {
 
     #[test]
     fn proc_fields_parse() {
-        assert_eq!(kib_field("VmPeak:\t 10 kB\nVmHWM:\t  2048 kB\n", "VmHWM:"), Some(2048));
+        assert_eq!(
+            kib_field("VmPeak:\t 10 kB\nVmHWM:\t  2048 kB\n", "VmHWM:"),
+            Some(2048)
+        );
         assert_eq!(kib_field("nothing", "VmHWM:"), None);
         assert_eq!(human_bytes(1536), "1.5 KiB");
         if cfg!(target_os = "linux") {

@@ -81,7 +81,10 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Self, TokenizerError> {
         let tj = dir.join("tokenizer.json");
         if !tj.is_file() {
-            return Err(file_err(&tj, "missing (a Hugging Face tokenizer needs tokenizer.json)"));
+            return Err(file_err(
+                &tj,
+                "missing (a Hugging Face tokenizer needs tokenizer.json)",
+            ));
         }
         let inner = tokenizers::Tokenizer::from_file(&tj).map_err(|e| file_err(&tj, e))?;
         let cfg_path = dir.join("tokenizer_config.json");
@@ -116,7 +119,9 @@ impl Tokenizer {
         })?;
         let bos = token_id("bos_token")?;
         let pad = token_id("pad_token")?.unwrap_or(eos);
-        let mut chat_template = config.as_ref().and_then(|c| template_of(c.get("chat_template")));
+        let mut chat_template = config
+            .as_ref()
+            .and_then(|c| template_of(c.get("chat_template")));
         let jinja = dir.join("chat_template.jinja");
         if chat_template.is_none() && jinja.is_file() {
             chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| file_err(&jinja, e))?);
@@ -404,7 +409,10 @@ mod tests {
         assert_eq!(t.decode(&t.encode(s)?)?, s);
         // Special and reserved ids decode to nothing.
         assert_eq!(t.decode(&[1, 14, 2, 0, 63, 3])?, "a");
-        assert_eq!((t.eos_id(), t.pad_id(), t.bos_id(), t.vocab_size()), (2, 0, Some(1), 64));
+        assert_eq!(
+            (t.eos_id(), t.pad_id(), t.bos_id(), t.vocab_size()),
+            (2, 0, Some(1), 64)
+        );
         Ok(())
     }
 
@@ -440,8 +448,14 @@ mod tests {
         write_json_atomic(&cfg_path, &cfg)?;
         let t = Tokenizer::from_dir(&dir)?;
         let msgs = vec![
-            ChatMessage { role: "system".into(), content: " be brief ".into() },
-            ChatMessage { role: "user".into(), content: "1+1".into() },
+            ChatMessage {
+                role: "system".into(),
+                content: " be brief ".into(),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: "1+1".into(),
+            },
         ];
         assert_eq!(
             t.apply_chat_template(&msgs, true)?,
@@ -450,13 +464,19 @@ mod tests {
         cfg["chat_template"] = json!("{{ raise_exception('no system role') }}");
         write_json_atomic(&cfg_path, &cfg)?;
         let t = Tokenizer::from_dir(&dir)?;
-        let err = t.apply_chat_template(&msgs, false).expect_err("template raises");
+        let err = t
+            .apply_chat_template(&msgs, false)
+            .expect_err("template raises");
         assert!(err.to_string().contains("no system role"), "{err}");
         cfg["chat_template"] = json!("{{ strftime_now('%Y') }}");
         write_json_atomic(&cfg_path, &cfg)?;
         let t = Tokenizer::from_dir(&dir)?;
         assert!(t.apply_chat_template(&msgs, false).is_err());
-        assert!(Tokenizer::builtin_char().apply_chat_template(&msgs, false).is_err());
+        assert!(
+            Tokenizer::builtin_char()
+                .apply_chat_template(&msgs, false)
+                .is_err()
+        );
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

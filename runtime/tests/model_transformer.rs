@@ -52,7 +52,11 @@ fn random_model(
     for name in names {
         let var = &data[name];
         let n = var.elem_count();
-        let base = if name.ends_with("norm.weight") { 1.0 } else { 0.0 };
+        let base = if name.ends_with("norm.weight") {
+            1.0
+        } else {
+            0.0
+        };
         let vals: Vec<f64> = (0..n).map(|_| base + rng.random_range(-0.5..0.5)).collect();
         var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?.to_dtype(dtype)?)?;
     }
@@ -69,7 +73,12 @@ fn params_f64(model: &Transformer) -> Result<HashMap<String, Vec<f64>>> {
 }
 
 /// Plain-loop float64 Llama forward of one unpadded sequence: the independent reference.
-fn reference_logits(cfg: &ModelConfig, bias: bool, p: &HashMap<String, Vec<f64>>, ids: &[u32]) -> Vec<Vec<f64>> {
+fn reference_logits(
+    cfg: &ModelConfig,
+    bias: bool,
+    p: &HashMap<String, Vec<f64>>,
+    ids: &[u32],
+) -> Vec<Vec<f64>> {
     let h = cfg.hidden_size;
     let nh = cfg.num_heads;
     let nkv = cfg.num_kv_heads;
@@ -104,11 +113,50 @@ fn reference_logits(cfg: &ModelConfig, bias: bool, p: &HashMap<String, Vec<f64>>
         .collect();
     for l in 0..cfg.num_layers {
         let g = |n: &str| &p[&format!("model.layers.{l}.{n}")];
-        let gb = |n: &str| if bias { Some(&p[&format!("model.layers.{l}.{n}")]) } else { None };
-        let n1: Vec<Vec<f64>> = x.iter().map(|r| norm(r, g("input_layernorm.weight"))).collect();
-        let mut q: Vec<Vec<f64>> = n1.iter().map(|r| lin(g("self_attn.q_proj.weight"), gb("self_attn.q_proj.bias"), r, h)).collect();
-        let mut k: Vec<Vec<f64>> = n1.iter().map(|r| lin(g("self_attn.k_proj.weight"), gb("self_attn.k_proj.bias"), r, nkv * hd)).collect();
-        let v: Vec<Vec<f64>> = n1.iter().map(|r| lin(g("self_attn.v_proj.weight"), gb("self_attn.v_proj.bias"), r, nkv * hd)).collect();
+        let gb = |n: &str| {
+            if bias {
+                Some(&p[&format!("model.layers.{l}.{n}")])
+            } else {
+                None
+            }
+        };
+        let n1: Vec<Vec<f64>> = x
+            .iter()
+            .map(|r| norm(r, g("input_layernorm.weight")))
+            .collect();
+        let mut q: Vec<Vec<f64>> = n1
+            .iter()
+            .map(|r| {
+                lin(
+                    g("self_attn.q_proj.weight"),
+                    gb("self_attn.q_proj.bias"),
+                    r,
+                    h,
+                )
+            })
+            .collect();
+        let mut k: Vec<Vec<f64>> = n1
+            .iter()
+            .map(|r| {
+                lin(
+                    g("self_attn.k_proj.weight"),
+                    gb("self_attn.k_proj.bias"),
+                    r,
+                    nkv * hd,
+                )
+            })
+            .collect();
+        let v: Vec<Vec<f64>> = n1
+            .iter()
+            .map(|r| {
+                lin(
+                    g("self_attn.v_proj.weight"),
+                    gb("self_attn.v_proj.bias"),
+                    r,
+                    nkv * hd,
+                )
+            })
+            .collect();
         for pos in 0..t {
             for head in 0..nh {
                 rope(&mut q[pos][head * hd..(head + 1) * hd], pos);
@@ -146,16 +194,31 @@ fn reference_logits(cfg: &ModelConfig, bias: bool, p: &HashMap<String, Vec<f64>>
             let n2 = norm(&x[i], g("post_attention_layernorm.weight"));
             let gate = lin(g("mlp.gate_proj.weight"), None, &n2, cfg.intermediate_size);
             let up = lin(g("mlp.up_proj.weight"), None, &n2, cfg.intermediate_size);
-            let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let act: Vec<f64> = gate
+                .iter()
+                .zip(&up)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             let down = lin(g("mlp.down_proj.weight"), None, &act, h);
             for d in 0..h {
                 x[i][d] += down[d];
             }
         }
     }
-    let head = if cfg.tie_embeddings { emb } else { &p["lm_head.weight"] };
+    let head = if cfg.tie_embeddings {
+        emb
+    } else {
+        &p["lm_head.weight"]
+    };
     x.iter()
-        .map(|r| lin(head, None, &norm(r, &p["model.norm.weight"]), cfg.vocab_size))
+        .map(|r| {
+            lin(
+                head,
+                None,
+                &norm(r, &p["model.norm.weight"]),
+                cfg.vocab_size,
+            )
+        })
         .collect()
 }
 
@@ -166,7 +229,12 @@ fn ids_tensor(rows: &[Vec<u32>]) -> Result<Tensor> {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
-    (a - b)?.abs()?.flatten_all()?.max(0)?.to_dtype(DType::F64)?.to_vec0()
+    (a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F64)?
+        .to_vec0()
 }
 
 #[test]
@@ -175,7 +243,10 @@ fn forward_matches_float64_reference() -> Result<()> {
         let cfg = small_cfg(tie);
         let (model, _vm) = random_model(&cfg, bias, DType::F64, 1)?;
         let p = params_f64(&model)?;
-        let seqs = vec![vec![1u32, 5, 7, 2, 12, 0, 3, 3, 9], vec![4, 4, 4, 11, 10, 2, 1, 0, 8]];
+        let seqs = vec![
+            vec![1u32, 5, 7, 2, 12, 0, 3, 3, 9],
+            vec![4, 4, 4, 11, 10, 2, 1, 0, 8],
+        ];
         let logits = model.forward(&ids_tensor(&seqs)?)?;
         for (r, s) in seqs.iter().enumerate() {
             let want = reference_logits(&cfg, bias, &p, s);
@@ -195,18 +266,26 @@ fn every_parameter_gets_a_nonzero_gradient() -> Result<()> {
     for (cfg, bias) in [(presets::tiny(), false), (small_cfg(false), true)] {
         let (model, varmap) = Transformer::init_random(
             &cfg,
-            ModelOptions { attention_bias: bias },
+            ModelOptions {
+                attention_bias: bias,
+            },
             3,
             DType::F32,
             &Device::Cpu,
         )?;
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let ids: Vec<Vec<u32>> = (0..2)
-            .map(|_| (0..12).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect())
+            .map(|_| {
+                (0..12)
+                    .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+                    .collect()
+            })
             .collect();
         let ids = ids_tensor(&ids)?;
         let logits = model.forward(&ids.narrow(1, 0, 11)?)?;
-        let loss = token_logprobs(&logits, &ids.narrow(1, 1, 11)?)?.mean_all()?.neg()?;
+        let loss = token_logprobs(&logits, &ids.narrow(1, 1, 11)?)?
+            .mean_all()?
+            .neg()?;
         let grads = loss.backward()?;
         let vars = varmap.data().lock().expect("not poisoned");
         let expected = model.named_parameters().len();
@@ -216,7 +295,10 @@ fn every_parameter_gets_a_nonzero_gradient() -> Result<()> {
                 .get(var.as_tensor())
                 .unwrap_or_else(|| panic!("{name} received no gradient"));
             let norm: f32 = g.abs()?.sum_all()?.to_vec0()?;
-            assert!(norm > 0.0 && norm.is_finite(), "{name}: gradient norm {norm}");
+            assert!(
+                norm > 0.0 && norm.is_finite(),
+                "{name}: gradient norm {norm}"
+            );
         }
     }
     Ok(())
@@ -267,7 +349,10 @@ fn finite_difference_gradient_check() -> Result<()> {
             var.set(&Tensor::from_vec(orig.clone(), var.shape(), &Device::Cpu)?)?;
             let a = analytic[k];
             let tol = 1e-6 * (1.0 + a.abs());
-            assert!((a - numeric).abs() < tol, "{name}[{k}]: analytic {a} vs numeric {numeric}");
+            assert!(
+                (a - numeric).abs() < tol,
+                "{name}[{k}]: analytic {a} vs numeric {numeric}"
+            );
             checked += 1;
         }
     }
@@ -281,7 +366,10 @@ fn right_padding_does_not_change_real_positions() -> Result<()> {
     let (model, _vm) = random_model(&cfg, false, DType::F64, 2)?;
     let short = vec![3u32, 8, 1, 6];
     let alone = model.forward(&ids_tensor(&[short.clone()])?)?;
-    let padded = model.forward(&ids_tensor(&[vec![3, 8, 1, 6, 0, 0, 0], vec![1, 2, 3, 4, 5, 6, 7]])?)?;
+    let padded = model.forward(&ids_tensor(&[
+        vec![3, 8, 1, 6, 0, 0, 0],
+        vec![1, 2, 3, 4, 5, 6, 7],
+    ])?)?;
     let d = max_abs_diff(&alone.get(0)?, &padded.get(0)?.narrow(0, 0, 4)?)?;
     assert!(d < 1e-12, "{d}");
     Ok(())
@@ -299,7 +387,11 @@ fn cached_left_padded_forward_equals_uncached() -> Result<()> {
     let padded: Vec<Vec<u32>> = prompts
         .iter()
         .zip(&pads)
-        .map(|(p, &n)| std::iter::repeat_n(0u32, n).chain(p.iter().copied()).collect())
+        .map(|(p, &n)| {
+            std::iter::repeat_n(0u32, n)
+                .chain(p.iter().copied())
+                .collect()
+        })
         .collect();
     let prefill = model.forward_cached(&ids_tensor(&padded)?, &mut cache)?;
     let mut steps = vec![prefill.narrow(1, width - 1, 1)?.squeeze(1)?];
@@ -323,7 +415,11 @@ fn cached_left_padded_forward_equals_uncached() -> Result<()> {
         }
     }
     // Capacity and context are enforced.
-    assert!(model.forward_cached(&ids_tensor(&[vec![1], vec![1], vec![1]])?, &mut cache).is_err());
+    assert!(
+        model
+            .forward_cached(&ids_tensor(&[vec![1], vec![1], vec![1]])?, &mut cache)
+            .is_err()
+    );
     Ok(())
 }
 
@@ -364,7 +460,15 @@ fn generation_is_seeded_and_greedy_is_argmax_of_the_uncached_forward() -> Result
         max_tokens: 12,
         ..Default::default()
     };
-    let run = |seed| generate(&model, Some(&tok), &prompts, &sampled, &mut ChaCha8Rng::seed_from_u64(seed));
+    let run = |seed| {
+        generate(
+            &model,
+            Some(&tok),
+            &prompts,
+            &sampled,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+        )
+    };
     let (a, b, c) = (run(1)?, run(1)?, run(2)?);
     assert_eq!(a, b);
     assert_ne!(a, c);
@@ -372,7 +476,13 @@ fn generation_is_seeded_and_greedy_is_argmax_of_the_uncached_forward() -> Result
         max_tokens: 10,
         ..Default::default()
     };
-    let out = generate(&model, None, &prompts, &greedy, &mut ChaCha8Rng::seed_from_u64(0))?;
+    let out = generate(
+        &model,
+        None,
+        &prompts,
+        &greedy,
+        &mut ChaCha8Rng::seed_from_u64(0),
+    )?;
     for (p, g) in prompts.iter().zip(&out) {
         assert_eq!(g.tokens.len(), 10);
         assert!(g.truncated && g.stop_reason == StopReason::MaxTokens && g.text.is_none());
@@ -403,7 +513,10 @@ fn generation_stops_at_eos_stop_strings_and_context() -> Result<()> {
         ..base.clone()
     };
     let g = generate(&model, Some(&tok), &prompts, &all_eos, &mut rng)?.remove(0);
-    assert_eq!((g.tokens.len(), g.truncated, &g.stop_reason), (1, false, &StopReason::Eos));
+    assert_eq!(
+        (g.tokens.len(), g.truncated, &g.stop_reason),
+        (1, false, &StopReason::Eos)
+    );
     assert_eq!(g.tokens[0], free.tokens[0]);
     // A stop string taken from the free-running text ends the row where it first appears.
     let text = free.text.clone().expect("tokenizer given");
@@ -416,7 +529,10 @@ fn generation_stops_at_eos_stop_strings_and_context() -> Result<()> {
         };
         let g = generate(&model, Some(&tok), &prompts, &with_stop, &mut rng)?.remove(0);
         let t = g.text.expect("tokenizer given");
-        assert!(t.ends_with(&stop) && text.starts_with(&t), "{t:?} / {text:?}");
+        assert!(
+            t.ends_with(&stop) && text.starts_with(&t),
+            "{t:?} / {text:?}"
+        );
         assert_eq!(t.matches(&stop).count(), 1);
         assert_eq!(g.stop_reason, StopReason::Stop(stop));
         assert!(!g.truncated);
@@ -424,7 +540,10 @@ fn generation_stops_at_eos_stop_strings_and_context() -> Result<()> {
     // The context (512) caps the completion before max_tokens.
     let long = vec![vec![4u32; 508]];
     let g = generate(&model, None, &long, &base, &mut rng)?.remove(0);
-    assert_eq!((g.tokens.len(), g.truncated, &g.stop_reason), (4, true, &StopReason::Context));
+    assert_eq!(
+        (g.tokens.len(), g.truncated, &g.stop_reason),
+        (4, true, &StopReason::Context)
+    );
     assert!(generate(&model, None, &[vec![4u32; 512]], &base, &mut rng).is_err());
     assert!(generate(&model, None, &[vec![]], &base, &mut rng).is_err());
     let needs_tok = SamplingParams {
@@ -461,7 +580,10 @@ fn hf_save_load_round_trip_gives_identical_logits() -> std::result::Result<(), h
         assert_eq!(t.encode("12+3=15\n").ok(), tok.encode("12+3=15\n").ok());
         assert_eq!(t.eos_id(), tok.eos_id());
         // Trained variables are the loaded ones.
-        assert_eq!(loaded.varmap.all_vars().len(), model.named_parameters().len());
+        assert_eq!(
+            loaded.varmap.all_vars().len(),
+            model.named_parameters().len()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
@@ -479,7 +601,10 @@ fn write_sharded(dir: &std::path::Path, tensors: &HashMap<String, Tensor>) -> Re
         map.insert(n.clone(), serde_json::Value::String(file));
     }
     for (i, s) in shards.iter().enumerate() {
-        candle_core::safetensors::save(s, dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)))?;
+        candle_core::safetensors::save(
+            s,
+            dir.join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+        )?;
     }
     let index = serde_json::json!({"metadata": {}, "weight_map": map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string())?;
@@ -504,11 +629,16 @@ fn hf_sharded_bf16_checkpoint_loads_converted() -> std::result::Result<(), hf::H
     let loaded = hf::load(&dir, DType::F32, &Device::Cpu)?;
     let want = Transformer::with_options(
         &cfg,
-        ModelOptions { attention_bias: true },
+        ModelOptions {
+            attention_bias: true,
+        },
         candle_nn::VarBuilder::from_tensors(rounded, DType::F32, &Device::Cpu),
     )?;
     let ids = ids_tensor(&[vec![1, 2, 3, 4, 5]])?;
-    assert_eq!(max_abs_diff(&want.forward(&ids)?, &loaded.model.forward(&ids)?)?, 0.0);
+    assert_eq!(
+        max_abs_diff(&want.forward(&ids)?, &loaded.model.forward(&ids)?)?,
+        0.0
+    );
     // bf16 rounding is visible, so the conversion really happened on bf16 data.
     assert!(max_abs_diff(&model.forward(&ids)?, &loaded.model.forward(&ids)?)? > 0.0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -535,21 +665,40 @@ fn hf_errors_name_the_file_and_the_problem() -> std::result::Result<(), hf::HfEr
     missing.remove("model.layers.1.mlp.up_proj.weight");
     candle_core::safetensors::save(&missing, &weights)?;
     let e = load_err(&dir);
-    assert!(e.contains("model.safetensors") && e.contains("missing tensor model.layers.1.mlp.up_proj.weight"), "{e}");
+    assert!(
+        e.contains("model.safetensors")
+            && e.contains("missing tensor model.layers.1.mlp.up_proj.weight"),
+        "{e}"
+    );
 
     let mut wrong = params.clone();
-    wrong.insert("model.norm.weight".into(), Tensor::ones(7, DType::F32, &Device::Cpu)?);
+    wrong.insert(
+        "model.norm.weight".into(),
+        Tensor::ones(7, DType::F32, &Device::Cpu)?,
+    );
     candle_core::safetensors::save(&wrong, &weights)?;
     let e = load_err(&dir);
-    assert!(e.contains("model.norm.weight has shape [7], config.json implies [16]"), "{e}");
+    assert!(
+        e.contains("model.norm.weight has shape [7], config.json implies [16]"),
+        "{e}"
+    );
 
     let mut extra = params.clone();
-    extra.insert("model.layers.0.mlp.gate_proj.bias".into(), Tensor::ones(24, DType::F32, &Device::Cpu)?);
+    extra.insert(
+        "model.layers.0.mlp.gate_proj.bias".into(),
+        Tensor::ones(24, DType::F32, &Device::Cpu)?,
+    );
     // Rotary caches of old checkpoints are recomputed, not an error.
-    extra.insert("model.layers.0.self_attn.rotary_emb.inv_freq".into(), Tensor::ones(2, DType::F32, &Device::Cpu)?);
+    extra.insert(
+        "model.layers.0.self_attn.rotary_emb.inv_freq".into(),
+        Tensor::ones(2, DType::F32, &Device::Cpu)?,
+    );
     candle_core::safetensors::save(&extra, &weights)?;
     let e = load_err(&dir);
-    assert!(e.contains("unexpected tensor model.layers.0.mlp.gate_proj.bias (1 unexpected"), "{e}");
+    assert!(
+        e.contains("unexpected tensor model.layers.0.mlp.gate_proj.bias (1 unexpected"),
+        "{e}"
+    );
 
     candle_core::safetensors::save(&params, &weights)?;
     assert!(hf::load(&dir, DType::F32, &Device::Cpu).is_ok());
@@ -557,7 +706,14 @@ fn hf_errors_name_the_file_and_the_problem() -> std::result::Result<(), hf::HfEr
     let good = std::fs::read_to_string(&cfg_path).expect("written by save");
     std::fs::write(&cfg_path, good.replace("\"llama\"", "\"gpt2\"")).expect("writable");
     assert!(load_err(&dir).contains("model_type \"gpt2\" is not supported"));
-    std::fs::write(&cfg_path, good.replace("\"rope_scaling\": null", "\"rope_scaling\": {\"rope_type\": \"yarn\"}")).expect("writable");
+    std::fs::write(
+        &cfg_path,
+        good.replace(
+            "\"rope_scaling\": null",
+            "\"rope_scaling\": {\"rope_type\": \"yarn\"}",
+        ),
+    )
+    .expect("writable");
     assert!(load_err(&dir).contains("rope_scaling of type \"yarn\""));
     std::fs::write(&cfg_path, &good).expect("writable");
 

@@ -5,10 +5,11 @@
 //! a higher held-out accuracy than GRPO, from the same initial model, seeds and step budget,
 //! while using only part of the expert-trace tokens.
 //!
-//! The problem: every answer is the 3-step trace `x\ny\nz` (one character per step); a
-//! randomly initialised model writes it with probability about 64^-3 per sample. The training
-//! loop is the executor's, reduced: sample, score, build the slot, evaluate the GRPO loss, step
-//! AdamW.
+//! The problem: every answer is the 4-step trace `x\ny\nz\nw`. As in the real reproduction both
+//! runs start from one base model, here SFT-ed on traces of the same format with random letters
+//! (it knows the format, not the answer), which writes the trace with probability about 26^-4
+//! per sample. The training loop is the executor's, reduced: sample, score, build the slot,
+//! evaluate the GRPO loss, step AdamW.
 
 use std::collections::BTreeMap;
 
@@ -24,12 +25,13 @@ use post_runtime::model::{ModelOptions, Transformer};
 use post_runtime::objectives::{SlotMap, evaluate_loss};
 use post_runtime::optim::{Grads, Optimizer, Params};
 use post_runtime::rewards::{Sample, eval_reward};
-use post_runtime::rollouts::{RolloutState, slot_tensors};
+use post_runtime::rollouts::{RolloutBatch, RolloutSeq, RolloutState, slot_tensors};
 use post_runtime::tokenizer::Tokenizer;
-use rand::SeedableRng;
+use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const TRACE: &str = "x\ny\nz";
+const TRACE: &str = "x\ny\nz\nw";
 
 fn small_config() -> ModelConfig {
     ModelConfig {
@@ -124,12 +126,97 @@ struct Outcome {
     successes_seen: usize,
 }
 
-fn train(policy: Rollout, steps: usize) -> Outcome {
+/// A fresh model holding a copy of `base`'s parameters.
+fn copy_of(base: &VarMap) -> (Transformer, VarMap) {
+    let (model, varmap) = Transformer::init_random(
+        &small_config(),
+        ModelOptions::default(),
+        0,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .expect("model");
+    let src = base.data().lock().expect("base parameters");
+    let dst = varmap.data().lock().expect("parameters");
+    for (name, var) in dst.iter() {
+        let value = src[name].as_tensor().copy().expect("copy");
+        var.set(&value).expect("set");
+    }
+    drop(dst);
+    (model, varmap)
+}
+
+/// The base model: SFT on 4-step traces of random letters (the format, not the answer).
+fn base_model() -> VarMap {
     let dev = Device::Cpu;
-    let cfg = small_config();
-    let (model, varmap) =
-        Transformer::init_random(&cfg, ModelOptions::default(), 21, DType::F32, &dev)
-            .expect("model");
+    let (model, varmap) = Transformer::init_random(
+        &small_config(),
+        ModelOptions::default(),
+        21,
+        DType::F32,
+        &dev,
+    )
+    .expect("model");
+    let tok = Tokenizer::builtin_char();
+    let params = Params::from_varmap(&varmap);
+    let mut opt = Optimizer::new(&adamw(), params.clone()).expect("optimizer");
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let sft = Expr::unary(
+        UnaryOp::Neg,
+        Expr::reduce(Reduce::MeanAllTokens, Expr::input(Quantity::Logp, "y")),
+    );
+    let letters: Vec<char> = "abcdefghijklmnopqrstuvwxyz".chars().collect();
+    for step in 0..60 {
+        let seqs = (0..16)
+            .map(|i| {
+                let trace: Vec<String> = (0..4)
+                    .map(|_| letters[rng.random_range(0..letters.len())].to_string())
+                    .collect();
+                let context = encode_prompt(&tok, &format!("p{}:", step * 16 + i)).expect("prompt");
+                let mut completion = tok.encode(&trace.join("\n")).expect("encode");
+                completion.push(tok.eos_id());
+                RolloutSeq {
+                    record: i,
+                    context,
+                    completion,
+                    text: String::new(),
+                    reward: 0.0,
+                    success: false,
+                    truncated: false,
+                    prefix_steps: 0,
+                    prefix_tokens: 0,
+                }
+            })
+            .collect();
+        let batch = RolloutBatch {
+            seqs,
+            group_size: 1,
+            max_tokens: 8,
+            stats: Default::default(),
+        };
+        let st = slot_tensors(&batch, &model, None, &tok, &dev, false).expect("slot");
+        let mut slots = SlotMap::new();
+        slots.insert("y".into(), st);
+        let loss = evaluate_loss(&sft, &slots, &BTreeMap::new()).expect("loss");
+        let grads = Grads::from_store(&params, &loss.backward().expect("backward"));
+        opt.step(&grads, 1e-2).expect("step");
+    }
+    varmap
+}
+
+fn adamw() -> OptSpec {
+    OptSpec::AdamW {
+        lr: Schedule::constant(1e-2),
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    }
+}
+
+fn train(base_params: &VarMap, policy: Rollout, steps: usize) -> Outcome {
+    let dev = Device::Cpu;
+    let (model, varmap) = copy_of(base_params);
     let tok = Tokenizer::builtin_char();
     let graph = Graph {
         version: GRAPH_VERSION,
@@ -145,15 +232,8 @@ fn train(policy: Rollout, steps: usize) -> Outcome {
         stages: vec![],
         defaults_applied: vec![],
     };
-    let spec = OptSpec::AdamW {
-        lr: Schedule::constant(1e-2),
-        beta1: 0.9,
-        beta2: 0.99,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
     let params = Params::from_varmap(&varmap);
-    let mut opt = Optimizer::new(&spec, params.clone()).expect("optimizer");
+    let mut opt = Optimizer::new(&adamw(), params.clone()).expect("optimizer");
     let train_recs = records(0..64);
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut state = RolloutState::default();
@@ -184,7 +264,7 @@ fn train(policy: Rollout, steps: usize) -> Outcome {
         .map(|r| encode_prompt(&tok, r.get("prompt").unwrap_or("")).expect("prompt"))
         .collect();
     let params = SamplingParams {
-        max_tokens: 8,
+        max_tokens: 10,
         ..SamplingParams::default()
     };
     let gens = generate(&model, Some(&tok), &prompts, &params, &mut rng).expect("generate");
@@ -215,7 +295,7 @@ fn base() -> Sampling {
         temperature: 1.0,
         top_k: 0,
         top_p: 1.0,
-        max_tokens: 6,
+        max_tokens: 8,
         stop: vec![],
     }
 }
@@ -223,8 +303,10 @@ fn base() -> Sampling {
 #[test]
 fn bread_beats_grpo_when_success_is_exponentially_rare() {
     let steps = 40;
-    let grpo = train(Rollout::Sample(base()), steps);
+    let base_params = base_model();
+    let grpo = train(&base_params, Rollout::Sample(base()), steps);
     let bread = train(
+        &base_params,
         Rollout::Branched {
             base: base(),
             reward: "solved".into(),

@@ -177,7 +177,18 @@ impl Analysis {
                 _ => {}
             }
         }
-        let arg_name = self.arg_name(&toks, arg_start, toks.len());
+        let arg_name = self.arg_name(&toks, arg_start, toks.len()).or_else(|| {
+            // The cursor on the name itself: `beta| = 0.1` or `|beta = 0.1`.
+            if toks.len() - arg_start > 1 {
+                return None;
+            }
+            let i = self
+                .tokens
+                .iter()
+                .position(|t| t.span.start <= offset && offset <= t.span.end && t.kind == Tok::Ident)?;
+            let next = self.tokens.get(i + 1)?;
+            (self.text(*next) == "=").then(|| self.text(self.tokens[i]).to_string())
+        });
         // The cursor starts an argument when nothing but (part of) one word precedes it.
         let typed = toks.len() - arg_start;
         let at_arg_start = typed == 0
@@ -536,17 +547,18 @@ impl Analysis {
     fn settings_written(&self, offset: u32) -> BTreeSet<String> {
         fn inner(items: &[Item], offset: u32, out: &mut BTreeSet<String>) {
             for item in items {
-                if let Item::Block(b) = item {
-                    if b.span.start < offset && offset <= b.close.start {
-                        for i in &b.items {
-                            if let Item::Setting(s) = i {
-                                if !s.key.span.contains(offset) {
-                                    out.insert(s.key.name.clone());
-                                }
-                            }
+                if let Item::Block(b) = item
+                    && b.span.start < offset
+                    && offset <= b.close.start
+                {
+                    for i in &b.items {
+                        if let Item::Setting(s) = i
+                            && !s.key.span.contains(offset)
+                        {
+                            out.insert(s.key.name.clone());
                         }
-                        inner(&b.items, offset, out);
                     }
+                    inner(&b.items, offset, out);
                 }
             }
         }
@@ -626,11 +638,11 @@ impl Analysis {
     /// Objectives are used in stages and formulas, rewards and rollouts anywhere.
     fn std_item_fits(&self, id: SymId, scope: Scope) -> bool {
         let Some(s) = self.symbol(id) else { return false };
-        match (s.kind, scope) {
-            (SymbolKind::Def(DefKind::Objective), Scope::Reward) => false,
-            (SymbolKind::Def(DefKind::Rollout | DefKind::Model | DefKind::Data), Scope::Formula | Scope::Reward) => false,
-            _ => true,
-        }
+        !matches!(
+            (s.kind, scope),
+            (SymbolKind::Def(DefKind::Objective), Scope::Reward)
+                | (SymbolKind::Def(DefKind::Rollout | DefKind::Model | DefKind::Data), Scope::Formula | Scope::Reward)
+        )
     }
 
     /// The edit that imports `name` from `module`: into an existing `use` of that module, or
@@ -640,10 +652,11 @@ impl Analysis {
         for item in &self.file.items {
             if let Item::Use(u) = item {
                 let m = u.module.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(".");
-                if m == module && u.braced {
-                    if let Some(last) = u.names.last() {
-                        return (Span::new(last.span.end as usize, last.span.end as usize), format!(", {name}"));
-                    }
+                if m == module
+                    && u.braced
+                    && let Some(last) = u.names.last()
+                {
+                    return (Span::new(last.span.end as usize, last.span.end as usize), format!(", {name}"));
                 }
                 last_use_end = Some(u.span.end);
             }

@@ -115,11 +115,11 @@ fn lex_number(src: &str, it: &mut std::iter::Peekable<std::str::CharIndices<'_>>
             .and_then(|s| s.chars().next())
             .is_some_and(|c| c.is_ascii_digit())
     };
-    if let Some(&(j, '.')) = it.peek() {
-        if next_is_digit(j + 1) {
-            it.next();
-            digits(it);
-        }
+    if let Some(&(j, '.')) = it.peek()
+        && next_is_digit(j + 1)
+    {
+        it.next();
+        digits(it);
     }
     if let Some(&(j, 'e' | 'E')) = it.peek() {
         let sign = src.get(j + 1..j + 2);

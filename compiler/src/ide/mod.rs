@@ -470,19 +470,18 @@ impl Analysis {
 
     pub fn references_of(&self, sym: SymId, include_decl: bool) -> Vec<Location> {
         let mut out: Vec<Location> = Vec::new();
-        if include_decl {
-            if let Some(s) = self.symbol(sym) {
-                out.push(s.location());
-            }
+        if include_decl && let Some(s) = self.symbol(sym) {
+            out.push(s.location());
         }
         for s in &self.sites {
-            if let Site::Sym { sym: x, decl } = s.site {
-                if x == sym && !decl {
-                    out.push(Location {
-                        file: FileId::Main,
-                        span: s.span,
-                    });
-                }
+            if let Site::Sym { sym: x, decl } = s.site
+                && x == sym
+                && !decl
+            {
+                out.push(Location {
+                    file: FileId::Main,
+                    span: s.span,
+                });
             }
         }
         out.sort();

@@ -343,15 +343,15 @@ impl Dag {
             Fn2::Min | Fn2::Max => {
                 // The chosen side's derivative; at a tie the mean of both, which is exact when
                 // both sides are the same function (PPO's unclipped vs clipped ratio at ratio 1).
-                let (first, second) = if f == Fn2::Min { (a, b) } else { (b, a) };
                 let half = self.constant(0.5);
                 let sum = self.bin(Fn2::Add, da, db);
                 let mean = self.bin(Fn2::Mul, half, sum);
-                let (d_first, d_second) = if f == Fn2::Min { (da, db) } else { (db, da) };
-                let lt = self.bin(Fn2::Lt, first, second);
-                let gt = self.bin(Fn2::Gt, first, second);
-                let inner = self.select(gt, d_second, mean);
-                self.select(lt, d_first, inner)
+                // Min takes `a` where a < b, Max where a > b.
+                let (a_wins, b_wins) = if f == Fn2::Min { (Fn2::Lt, Fn2::Gt) } else { (Fn2::Gt, Fn2::Lt) };
+                let pick_a = self.bin(a_wins, a, b);
+                let pick_b = self.bin(b_wins, a, b);
+                let inner = self.select(pick_b, db, mean);
+                self.select(pick_a, da, inner)
             }
             Fn2::Pow => {
                 // d(a^b) = b * a^(b-1) da + a^b ln(a) db

@@ -185,6 +185,7 @@ fn plan_leaves(
 /// A planned, compiled objective.
 #[derive(Debug)]
 pub struct FusedLoss {
+    loss: Expr,
     plan: Plan,
     regions: Vec<Arc<CompiledRegion>>,
 }
@@ -203,13 +204,20 @@ impl FusedLoss {
         check_scalar(loss)?;
         let mut regions = Vec::new();
         let plan = plan(loss, true, &mut regions)?;
-        Ok(FusedLoss { plan, regions })
+        Ok(FusedLoss {
+            loss: loss.clone(),
+            plan,
+            regions,
+        })
     }
 
     /// The scalar loss, differentiable with respect to every slot's `logp`.
     pub fn evaluate(&self, slots: &BTreeMap<String, SlotInputs>, hypers: &BTreeMap<String, f64>) -> Result<Tensor> {
-        let v = eval(&self.plan, &Ctx { slots, hypers })?;
-        v.t.reshape(())
+        let ctx = Ctx { slots, hypers };
+        if !device(&ctx).is_cpu() {
+            return evaluate_unfused(&self.loss, slots, hypers);
+        }
+        eval(&self.plan, &ctx)?.t.reshape(())
     }
 
     /// Number of fused regions (kernel pairs) in the plan.

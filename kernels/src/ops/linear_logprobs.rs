@@ -43,6 +43,10 @@ pub fn fused_linear_token_logprobs(
     let hidden2 = super::f32_contiguous(&hidden.reshape((rows, h))?)?;
     let weight = super::f32_contiguous(weight)?;
     let targets1 = targets.reshape(rows)?.contiguous()?;
+    if !hidden2.device().is_cpu() {
+        let logits = hidden2.matmul(&weight.t()?)?;
+        return super::composed::token_logprobs(&logits, &targets1)?.reshape(lead);
+    }
     let chunk = chunk_rows.unwrap_or_else(|| default_chunk_rows(vocab)).max(1);
     let op = FusedLinearLogprobs {
         hidden: hidden2.detach(),

@@ -27,7 +27,11 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let rows: usize = lead.iter().product();
     let logits2 = super::f32_contiguous(&logits.reshape((rows, vocab))?)?;
     let targets1 = targets.reshape(rows)?.contiguous()?;
-    let out = logits2.apply_op2(&targets1, TokenLogprobs)?;
+    let out = if logits2.device().is_cpu() {
+        logits2.apply_op2(&targets1, TokenLogprobs)?
+    } else {
+        super::composed::token_logprobs(&logits2, &targets1)?
+    };
     out.reshape(lead)
 }
 

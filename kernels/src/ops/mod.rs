@@ -28,3 +28,39 @@ pub(crate) fn f32_contiguous(t: &Tensor) -> Result<Tensor> {
     };
     t.contiguous()
 }
+
+/// Unfused candle compositions of the ops, differentiable through candle's autograd: used on
+/// devices the fused kernels do not cover in this build (see [`crate::backend_note`]).
+pub(crate) mod composed {
+    use candle_core::{D, Result, Tensor};
+
+    pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
+        let m = x.max_keepdim(D::Minus1)?.detach();
+        let s = x.broadcast_sub(&m)?;
+        s.broadcast_sub(&s.exp()?.sum_keepdim(D::Minus1)?.log()?)
+    }
+
+    pub fn token_logprobs(logits2: &Tensor, targets1: &Tensor) -> Result<Tensor> {
+        log_softmax(logits2)?
+            .gather(&targets1.unsqueeze(1)?, 1)?
+            .squeeze(1)
+    }
+
+    pub fn softmax(x: &Tensor) -> Result<Tensor> {
+        log_softmax(x)?.exp()
+    }
+
+    pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+        let r = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+        x.broadcast_mul(&r)?.broadcast_mul(w)
+    }
+
+    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let d = x.dim(3)?;
+        let (x1, x2) = (x.narrow(3, 0, d / 2)?, x.narrow(3, d / 2, d / 2)?);
+        let (c, s) = (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?);
+        let y1 = (x1.broadcast_mul(&c)? - x2.broadcast_mul(&s)?)?;
+        let y2 = (x1.broadcast_mul(&s)? + x2.broadcast_mul(&c)?)?;
+        Tensor::cat(&[y1, y2], 3)
+    }
+}

@@ -21,6 +21,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let rows = x.elem_count() / d.max(1);
     let x2 = super::f32_contiguous(&x.reshape((rows, d))?)?;
     let w = super::f32_contiguous(weight)?;
+    if !x2.device().is_cpu() {
+        return super::composed::rms_norm(&x2, &w, eps)?.reshape(dims);
+    }
     x2.apply_op2(&w, RmsNorm { eps: eps as f32 })?.reshape(dims)
 }
 

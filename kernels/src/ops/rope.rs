@@ -21,6 +21,9 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let x = super::f32_contiguous(x)?;
     let cos = super::f32_contiguous(&cos.detach())?;
     let sin = super::f32_contiguous(&sin.detach())?;
+    if !x.device().is_cpu() {
+        return super::composed::rope(&x, &cos, &sin);
+    }
     x.apply_op3(&cos, &sin, Rope { inverse: false })
 }
 

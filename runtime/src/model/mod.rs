@@ -78,10 +78,16 @@ pub fn validate_config(cfg: &ModelConfig) -> std::result::Result<(), String> {
         ));
     }
     if !(cfg.rope_theta.is_finite() && cfg.rope_theta > 0.0) {
-        return Err(format!("model config: rope_theta {} must be positive", cfg.rope_theta));
+        return Err(format!(
+            "model config: rope_theta {} must be positive",
+            cfg.rope_theta
+        ));
     }
     if !(cfg.rms_norm_eps.is_finite() && cfg.rms_norm_eps >= 0.0) {
-        return Err(format!("model config: rms_norm_eps {} must be >= 0", cfg.rms_norm_eps));
+        return Err(format!(
+            "model config: rms_norm_eps {} must be >= 0",
+            cfg.rms_norm_eps
+        ));
     }
     Ok(())
 }
@@ -184,9 +190,21 @@ impl Attention {
         let (b, t, h) = x.dims3()?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let x2 = x.reshape((b * t, h))?;
-        let q = self.q.forward(&x2)?.reshape((b, t, nh, hd))?.transpose(1, 2)?;
-        let k = self.k.forward(&x2)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
-        let v = self.v.forward(&x2)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?;
+        let q = self
+            .q
+            .forward(&x2)?
+            .reshape((b, t, nh, hd))?
+            .transpose(1, 2)?;
+        let k = self
+            .k
+            .forward(&x2)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?;
+        let v = self
+            .v
+            .forward(&x2)?
+            .reshape((b, t, nkv, hd))?
+            .transpose(1, 2)?;
         let q = apply_rope(&q, cos, sin)?;
         let k = apply_rope(&k, cos, sin)?;
         let (k, v) = match cache {
@@ -299,7 +317,10 @@ impl KvCache {
     /// continuations from one prefix.
     pub fn select_rows(&self, rows: &[usize]) -> Result<KvCache> {
         if let Some(&r) = rows.iter().find(|&&r| r >= self.batch_size()) {
-            candle_core::bail!("row {r} out of range for a cache of {} rows", self.batch_size());
+            candle_core::bail!(
+                "row {r} out of range for a cache of {} rows",
+                self.batch_size()
+            );
         }
         let idx: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
         let mut layers = Vec::with_capacity(self.layers.len());
@@ -445,7 +466,10 @@ impl Transformer {
             lin(&mut out, "mlp.up_proj", &b.mlp.up);
             lin(&mut out, "mlp.down_proj", &b.mlp.down);
             out.push((format!("{p}.input_layernorm.weight"), b.ln1.clone()));
-            out.push((format!("{p}.post_attention_layernorm.weight"), b.ln2.clone()));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                b.ln2.clone(),
+            ));
         }
         out.push(("model.norm.weight".to_string(), self.norm.clone()));
         if let Some(h) = &self.lm_head {
@@ -594,10 +618,11 @@ impl Transformer {
             }
         }
         let eps = self.cfg.rms_norm_eps;
-        let mut x = self
-            .embed
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.cfg.hidden_size,
+        ))?;
         for (i, blk) in self.blocks.iter().enumerate() {
             let kv = match cache.as_deref_mut() {
                 Some(c) => {
@@ -606,7 +631,9 @@ impl Transformer {
                 }
                 None => None,
             };
-            let a = blk.attn.forward(&rms_norm(&x, &blk.ln1, eps)?, cos, sin, mask, kv)?;
+            let a = blk
+                .attn
+                .forward(&rms_norm(&x, &blk.ln1, eps)?, cos, sin, mask, kv)?;
             x = (x + a)?;
             let m = blk.mlp.forward(&rms_norm(&x, &blk.ln2, eps)?)?;
             x = (x + m)?;

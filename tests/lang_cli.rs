@@ -1,0 +1,106 @@
+//! End-to-end tests of `post check`, `post fmt` and `post compile` as processes: exit codes,
+//! output, and hostile inputs (binary garbage, a directory for a file, empty and huge files).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn post(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_post"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the post binary runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("post-lang-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+#[test]
+fn examples_and_stdlib_check_clean() {
+    let o = post(&["check", "examples", "stdlib"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn examples_and_stdlib_are_formatted() {
+    let o = post(&["fmt", "--check", "examples", "stdlib"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+#[test]
+fn errors_exit_1_and_usage_errors_exit_2() {
+    let bad = scratch("bad.post");
+    std::fs::write(&bad, "experiment e {\n  model policy = preset(\"tiny\")\n  model reference = frozen(polcy)\n}\n").expect("write");
+    let o = post(&["check", bad.to_str().expect("utf-8 path")]);
+    assert_eq!(code(&o), 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("E0101") && err.contains("did you mean `policy`?"), "{err}");
+    assert_eq!(code(&post(&["check", "no/such/file.post"])), 2);
+    assert_eq!(code(&post(&["check"])), 2);
+    assert_eq!(code(&post(&["frobnicate"])), 2);
+}
+
+#[test]
+fn compile_prints_versioned_graph_and_defaults() {
+    let o = post(&["compile", "examples/quickstart.post", "--emit", "graph"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let g = post_graph::Graph::from_json(&String::from_utf8_lossy(&o.stdout)).expect("a graph");
+    assert_eq!(g.version, post_graph::GRAPH_VERSION);
+    assert_eq!(g.experiment, "quickstart");
+    assert!(!g.defaults_applied.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("defaults applied") && err.contains("stage sft.grad_clip = 1"), "{err}");
+}
+
+#[test]
+fn compile_of_a_library_or_directory_fails_cleanly() {
+    assert_eq!(code(&post(&["compile", "stdlib/objectives.post"])), 1);
+    assert_eq!(code(&post(&["compile", "examples"])), 1);
+}
+
+#[test]
+fn hostile_files_do_not_panic() {
+    let bin = scratch("garbage.post");
+    std::fs::write(&bin, [0xffu8, 0xfe, 0x00, 0x80, b'x', 0xc3]).expect("write");
+    let o = post(&["check", bin.to_str().expect("utf-8 path")]);
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("E0002"));
+
+    let empty = scratch("empty.post");
+    std::fs::write(&empty, "").expect("write");
+    assert_eq!(code(&post(&["check", empty.to_str().expect("utf-8 path")])), 0);
+
+    let deep = scratch("deep.post");
+    std::fs::write(&deep, format!("const x = {}", "[".repeat(100_000))).expect("write");
+    let o = post(&["check", deep.to_str().expect("utf-8 path")]);
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("E0004"));
+
+    let huge = scratch("huge.post");
+    std::fs::write(&huge, "// filler\n".repeat(300_000) + "experiment e {\n  seed = \n}\n").expect("write");
+    let o = post(&["check", huge.to_str().expect("utf-8 path")]);
+    assert_eq!(code(&o), 1);
+    for p in [bin, empty, deep, huge] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[test]
+fn fmt_rewrites_files_and_keeps_comments() {
+    let f = scratch("messy.post");
+    std::fs::write(&f, "// top\nexperiment   e{seed=1   // s\n}\n").expect("write");
+    let path = f.to_str().expect("utf-8 path");
+    assert_eq!(code(&post(&["fmt", "--check", path])), 1);
+    assert_eq!(code(&post(&["fmt", path])), 0);
+    let out = std::fs::read_to_string(&f).expect("read back");
+    assert_eq!(out, "// top\nexperiment e {\n  seed = 1  // s\n}\n");
+    assert_eq!(code(&post(&["fmt", "--check", path])), 0);
+    let _ = std::fs::remove_file(f);
+}
