@@ -111,7 +111,9 @@ pub fn run(args: Args) -> ExitCode {
                         continue;
                     }
                     match summary.initial.get(name) {
-                        Some(before) => eprintln!("{name}: {before:.3} before training -> {after:.3} after"),
+                        Some(before) => {
+                            eprintln!("{name}: {before:.3} before training -> {after:.3} after")
+                        }
                         None => eprintln!("{name}: {after:.3}"),
                     }
                 }

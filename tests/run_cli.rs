@@ -189,7 +189,10 @@ fn run_graph_json_writes_every_output() {
     assert!(o.status.success(), "{}", text(&o));
     let log = text(&o);
     assert!(log.contains("memory estimate"), "{log}");
-    assert!(log.contains("accuracy:") && log.contains("before training"), "{log}");
+    assert!(
+        log.contains("accuracy:") && log.contains("before training"),
+        "{log}"
+    );
     let metrics = deterministic_metrics(&out);
     assert_eq!(metrics.len(), 7);
     for (i, m) in metrics.iter().enumerate().skip(1) {
@@ -213,7 +216,12 @@ fn run_graph_json_writes_every_output() {
     let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
     assert_eq!(latest, "step-000006");
     let ckpt = out.join("checkpoints/step-000006");
-    for f in ["policy/model.safetensors", "policy/config.json", "optimizer.safetensors", "state.json"] {
+    for f in [
+        "policy/model.safetensors",
+        "policy/config.json",
+        "optimizer.safetensors",
+        "state.json",
+    ] {
         assert!(ckpt.join(f).is_file(), "{f} missing");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -228,7 +236,15 @@ fn stop_then_resume_equals_uninterrupted() {
     assert!(o.status.success(), "{}", text(&o));
 
     let part = dir.join("part");
-    let o = post(&["run", &graph, "--out", part.to_str().unwrap(), "--stop-after", "5", "-q"]);
+    let o = post(&[
+        "run",
+        &graph,
+        "--out",
+        part.to_str().unwrap(),
+        "--stop-after",
+        "5",
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!part.join("summary.json").exists());
     let o = post(&[
@@ -275,7 +291,14 @@ fn quickstart_compiles_and_starts_training() {
     let dir = temp_dir("quickstart");
     let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.post");
     let out = dir.join("out");
-    let o = post(&["run", quickstart, "--out", out.to_str().unwrap(), "--stop-after", "2"]);
+    let o = post(&[
+        "run",
+        quickstart,
+        "--out",
+        out.to_str().unwrap(),
+        "--stop-after",
+        "2",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let metrics = deterministic_metrics(&out);
     // The eval before training, then two steps.

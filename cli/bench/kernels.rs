@@ -1,7 +1,8 @@
 //! `post bench kernels`: fused vs unfused time and peak extra memory per kernel at realistic
 //! sizes. Unfused = the candle op composition a model or objective would otherwise run.
 //!
-//! Time: the median of `--reps` runs after one warm-up. Peak memory: the high-water mark of
+//! Time: the median of `--reps` runs after one warm-up, fused and unfused runs alternating so
+//! both see the same load. Peak memory: the high-water mark of
 //! heap bytes allocated during one run above what was live when it started, counted by a global
 //! allocator wrapper that only counts while this benchmark runs (one relaxed atomic load per
 //! allocation otherwise).
@@ -84,16 +85,30 @@ fn peak_bytes(f: &mut dyn FnMut() -> BenchResult<()>) -> BenchResult<usize> {
     Ok(PEAK.load(Ordering::Relaxed))
 }
 
-fn median_ms(reps: usize, f: &mut dyn FnMut() -> BenchResult<()>) -> BenchResult<f64> {
-    f()?;
-    let mut times = Vec::new();
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median milliseconds of `fused` and `unfused`, alternating runs so both see the same machine
+/// load (the benchmark shares its cores), after one warm-up run of each.
+fn paired_ms(
+    reps: usize,
+    fused: &mut dyn FnMut() -> BenchResult<()>,
+    unfused: &mut dyn FnMut() -> BenchResult<()>,
+) -> BenchResult<(f64, f64)> {
+    fused()?;
+    unfused()?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        fused()?;
+        a.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        unfused()?;
+        b.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok((median(a), median(b)))
 }
 
 struct Row {
@@ -112,10 +127,11 @@ fn measure(
 ) -> BenchResult<Row> {
     let fused_peak = peak_bytes(fused)?;
     let unfused_peak = peak_bytes(unfused)?;
+    let (fused_ms, unfused_ms) = paired_ms(reps, fused, unfused)?;
     Ok(Row {
         kernel: kernel.to_string(),
-        fused_ms: median_ms(reps, fused)?,
-        unfused_ms: median_ms(reps, unfused)?,
+        fused_ms,
+        unfused_ms,
         fused_peak,
         unfused_peak,
     })

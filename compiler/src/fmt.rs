@@ -168,7 +168,11 @@ impl<'a> F<'a> {
                 Item::Block(b) => {
                     self.line(indent, &format!("{} {} {{", b.kind.keyword(), b.name.name), span.start);
                     self.last_end = b.name.span.end;
-                    self.trailing(b.name.span.end + 2);
+                    // A comment after `{` and before the first item stays on the header line.
+                    let first = b.items.first().map_or(b.close.start, |i| i.span().start);
+                    if self.comments.get(self.next).is_some_and(|c| c.span.start < first) {
+                        self.trailing(b.name.span.end);
+                    }
                     self.items(&b.items, indent + 1, Some(b.close.start));
                     self.flush_before(b.close.start, indent + 1, true);
                     self.out.push_str(&format!("{}}}\n", pad(indent)));

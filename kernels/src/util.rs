@@ -26,20 +26,23 @@ pub(crate) fn u32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<
     }
 }
 
-/// Threads worth using for `work` scalar operations: small jobs stay on the caller's thread
-/// because spawning costs more than it saves.
+/// Whether `work` scalar operations are worth spreading over candle's worker pool: small jobs
+/// stay on the caller's thread because waking workers costs more than it saves.
 pub(crate) fn threads_for(work: usize) -> usize {
     if work < (1 << 16) {
         return 1;
     }
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8)
+    candle_core::utils::get_num_threads()
 }
 
-/// Runs `f(first_row, rows_out)` over disjoint row blocks of `out` (rows of `row_len` values), on
-/// up to `threads` scoped threads.
+/// A pointer shared across candle's pool workers, each writing a disjoint range of rows.
+struct RowsPtr(*mut f32);
+// SAFETY: only used by `par_rows`, whose workers write disjoint row ranges.
+unsafe impl Sync for RowsPtr {}
+
+/// Runs `f(first_row, rows_out)` over disjoint row blocks of `out` (rows of `row_len` values) on
+/// candle's persistent CPU worker pool, so the kernels share threads with candle's own ops
+/// instead of competing with its spinning workers.
 pub(crate) fn par_rows<F>(out: &mut [f32], row_len: usize, threads: usize, f: F)
 where
     F: Fn(usize, &mut [f32]) + Sync,
@@ -49,12 +52,16 @@ where
         f(0, out);
         return;
     }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (i, chunk) in out.chunks_mut(per * row_len).enumerate() {
-            let f = &f;
-            s.spawn(move || f(i * per, chunk));
-        }
+    let base = RowsPtr(out.as_mut_ptr());
+    let base = &base;
+    candle_core::utils::barrier_pool().execute_chunked(rows, |range| {
+        // SAFETY: `execute_chunked` hands each call a distinct sub-range of `0..rows`, so the
+        // slices never overlap, and `range.end <= rows` keeps them inside `out`, which outlives
+        // this call.
+        let chunk = unsafe {
+            std::slice::from_raw_parts_mut(base.0.add(range.start * row_len), range.len() * row_len)
+        };
+        f(range.start, chunk)
     });
 }
 

@@ -514,13 +514,13 @@ impl Server {
                     .analysis
                     .rename(t.offset(pp.position), &p.new_name)
                     .map_err(failed)?;
-                let edits = spans
+                let edits: Vec<lt::TextEdit> = spans
                     .into_iter()
                     .map(|s| lt::TextEdit::new(t.range(s), p.new_name.clone()))
                     .collect();
-                let mut changes = HashMap::new();
-                changes.insert(pp.text_document.uri, edits);
-                json(lt::WorkspaceEdit::new(changes))
+                // A `WorkspaceEdit` keyed by URI, written as JSON: `lsp_types::Uri` is not a
+                // sound hash-map key type (clippy::mutable_key_type).
+                serde_json::json!({ "changes": { pp.text_document.uri.as_str(): edits } })
             }
             R::DocumentSymbolRequest::METHOD => {
                 let p: lt::DocumentSymbolParams = parse(req.params)?;

@@ -105,9 +105,7 @@ fn includes_resolve_and_scope_names_match() {
     assert!(editor_file(main).is_file(), "{main} missing");
     let conf = json("language-configuration.json");
     assert_eq!(conf["comments"]["lineComment"], "//");
-    for key in ["wordPattern"] {
-        fancy_regex::Regex::new(conf[key].as_str().expect("a pattern")).expect("compiles");
-    }
+    fancy_regex::Regex::new(conf["wordPattern"].as_str().expect("a pattern")).expect("compiles");
     for key in ["increaseIndentPattern", "decreaseIndentPattern"] {
         fancy_regex::Regex::new(conf["indentationRules"][key].as_str().expect("a pattern")).expect("compiles");
     }

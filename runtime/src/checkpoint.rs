@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::BatcherState;
 use crate::model::Transformer;
-use crate::tokenizer::Tokenizer;
 use crate::output::{StepRecord, sync_dir, write_atomic};
+use crate::tokenizer::Tokenizer;
 
 /// Bump when [`CheckpointState`] changes incompatibly.
 pub const CHECKPOINT_FORMAT: u32 = 1;
@@ -221,8 +221,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
     let dir = resolve(path)?;
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
-    let state: CheckpointState =
-        serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
     if state.format != CHECKPOINT_FORMAT {
         return Err(CheckpointError::Invalid(format!(
             "{}: checkpoint format {} is not supported (this build reads {CHECKPOINT_FORMAT})",
@@ -276,14 +275,9 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::new(&[1.0f32, 2.0], &dev).unwrap();
         let cfg = crate::model::presets::tiny();
-        let (model, _vm) = Transformer::init_random(
-            &cfg,
-            Default::default(),
-            5,
-            candle_core::DType::F32,
-            &dev,
-        )
-        .unwrap();
+        let (model, _vm) =
+            Transformer::init_random(&cfg, Default::default(), 5, candle_core::DType::F32, &dev)
+                .unwrap();
         let state = CheckpointState {
             format: CHECKPOINT_FORMAT,
             graph_hash: "h".into(),
@@ -322,12 +316,24 @@ mod tests {
         let loaded = load(&root, &dev).unwrap();
         assert_eq!(loaded.state, state);
         assert_eq!(loaded.metrics, metrics);
-        let back = crate::hf::load(&loaded.model_dirs["policy"], candle_core::DType::F32, &dev)
-            .unwrap();
+        let back =
+            crate::hf::load(&loaded.model_dirs["policy"], candle_core::DType::F32, &dev).unwrap();
         let ids = Tensor::new(&[[1u32, 5, 9]], &dev).unwrap();
-        let a: Vec<f32> = model.forward(&ids).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> =
-            back.model.forward(&ids).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = model
+            .forward(&ids)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = back
+            .model
+            .forward(&ids)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(a, b);
         let got: Vec<f32> = loaded.optimizer["m.w"].to_vec1().unwrap();
         assert_eq!(got, vec![1.0, 2.0]);

@@ -185,11 +185,11 @@ pub fn generate(
                 let text = t
                     .decode(&g.tokens)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                if !done[r] {
-                    if let Some(s) = params.stop.iter().find(|s| text.contains(s.as_str())) {
-                        (done[r], g.truncated) = (true, false);
-                        g.stop_reason = StopReason::Stop(s.clone());
-                    }
+                if !done[r]
+                    && let Some(s) = params.stop.iter().find(|s| text.contains(s.as_str()))
+                {
+                    (done[r], g.truncated) = (true, false);
+                    g.stop_reason = StopReason::Stop(s.clone());
                 }
                 g.text = Some(text);
             }

@@ -118,13 +118,13 @@ fn parse_config(v: &Value) -> Result<(ModelConfig, ModelOptions), String> {
         tie_embeddings: bool_key("tie_word_embeddings", false)?,
     };
     validate_config(&cfg)?;
-    if let Some(hd) = usize_key("head_dim")? {
-        if hd * cfg.num_heads != cfg.hidden_size {
-            return Err(format!(
-                "head_dim {hd} differs from hidden_size / num_attention_heads = {}: unsupported",
-                cfg.hidden_size / cfg.num_heads
-            ));
-        }
+    if let Some(hd) = usize_key("head_dim")?
+        && hd * cfg.num_heads != cfg.hidden_size
+    {
+        return Err(format!(
+            "head_dim {hd} differs from hidden_size / num_attention_heads = {}: unsupported",
+            cfg.hidden_size / cfg.num_heads
+        ));
     }
     let act = v
         .get("hidden_act")
@@ -198,10 +198,13 @@ pub fn config_json(cfg: &ModelConfig, opts: &ModelOptions, tokenizer: Option<&To
     v
 }
 
+/// Shard paths, and for an index, the shard each tensor name is listed in.
+type WeightFiles = (Vec<PathBuf>, Option<HashMap<String, PathBuf>>);
+
 /// The safetensors files of a checkpoint directory: the shards of
 /// `model.safetensors.index.json` when present, else `model.safetensors`. For shards, also
 /// where the index says each tensor lives.
-fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, Option<HashMap<String, PathBuf>>), HfError> {
+fn weight_files(dir: &Path) -> Result<WeightFiles, HfError> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index).map_err(|e| err(&index, e))?;

@@ -66,11 +66,7 @@ pub fn estimate(cfg: &ModelConfig, attention_bias: bool, plan: &MemoryPlan) -> M
     // Embedding output, final norm, and logits with the log-softmax intermediates.
     let outer = b * t * (3 * h + 3 * cfg.vocab_size as u64);
     let activations = (cfg.num_layers as u64 * per_layer + outer) * e;
-    let head_dim = if cfg.num_heads == 0 {
-        0
-    } else {
-        cfg.hidden_size / cfg.num_heads
-    } as u64;
+    let head_dim = cfg.hidden_size.checked_div(cfg.num_heads).unwrap_or(0) as u64;
     let kv_cache = 2
         * cfg.num_layers as u64
         * plan.gen_batch as u64

@@ -78,7 +78,11 @@ impl Grads {
     pub fn global_norm(&self) -> Result<f64> {
         let mut total = 0f64;
         for g in self.0.iter().flatten() {
-            let sq = g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            let sq = g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
             total += sq;
         }
         Ok(total.sqrt())
@@ -313,9 +317,8 @@ mod tests {
         let params = Params::new(vec![("w".into(), var.clone())]);
         let mut opt = Optimizer::new(&spec(), params.clone()).unwrap();
         let (mut p, mut m, mut v) = (init.to_vec(), vec![0.0; 4], vec![0.0; 4]);
-        let grads_at = |s: usize| -> Vec<f64> {
-            (0..4).map(|i| ((s * 7 + i * 3) % 5) as f64 - 2.0).collect()
-        };
+        let grads_at =
+            |s: usize| -> Vec<f64> { (0..4).map(|i| ((s * 7 + i * 3) % 5) as f64 - 2.0).collect() };
         for s in 0..5 {
             let g = grads_at(s);
             let gt = Tensor::from_vec(g.clone(), 4, &dev).unwrap();
@@ -352,9 +355,19 @@ mod tests {
         assert!((norm - 5.0).abs() < 1e-12);
         assert!((g.global_norm().unwrap() - 1.0).abs() < 1e-6);
         let mut acc = Grads(vec![Some(Tensor::new(&[1.0f64], &dev).unwrap()), None]);
-        acc.add(Grads(vec![Some(Tensor::new(&[2.0f64], &dev).unwrap()), Some(Tensor::new(&[5.0f64], &dev).unwrap())])).unwrap();
+        acc.add(Grads(vec![
+            Some(Tensor::new(&[2.0f64], &dev).unwrap()),
+            Some(Tensor::new(&[5.0f64], &dev).unwrap()),
+        ]))
+        .unwrap();
         acc.scale(0.5).unwrap();
-        assert_eq!(acc.0[0].as_ref().unwrap().to_vec1::<f64>().unwrap(), vec![1.5]);
-        assert_eq!(acc.0[1].as_ref().unwrap().to_vec1::<f64>().unwrap(), vec![2.5]);
+        assert_eq!(
+            acc.0[0].as_ref().unwrap().to_vec1::<f64>().unwrap(),
+            vec![1.5]
+        );
+        assert_eq!(
+            acc.0[1].as_ref().unwrap().to_vec1::<f64>().unwrap(),
+            vec![2.5]
+        );
     }
 }

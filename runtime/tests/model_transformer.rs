@@ -365,7 +365,7 @@ fn right_padding_does_not_change_real_positions() -> Result<()> {
     let cfg = small_cfg(true);
     let (model, _vm) = random_model(&cfg, false, DType::F64, 2)?;
     let short = vec![3u32, 8, 1, 6];
-    let alone = model.forward(&ids_tensor(&[short.clone()])?)?;
+    let alone = model.forward(&ids_tensor(std::slice::from_ref(&short))?)?;
     let padded = model.forward(&ids_tensor(&[
         vec![3, 8, 1, 6, 0, 0, 0],
         vec![1, 2, 3, 4, 5, 6, 7],

@@ -248,6 +248,7 @@ fn train(base_params: &VarMap, policy: Rollout, steps: usize) -> Outcome {
             .run(&graph, &policy, Some("solved"), &model, &tok, &batch_recs, &mut rng)
             .expect("rollout");
         successes_seen += batch.seqs.iter().filter(|s| s.reward > 0.5).count();
+        eprintln!("DBG step {step} {:?} succ {}", batch.stats, batch.seqs.iter().filter(|s| s.reward > 0.5).count());
         let st = slot_tensors(&batch, &model, None, &tok, &dev, false).expect("slot");
         let mut slots = SlotMap::new();
         slots.insert("y".into(), st);

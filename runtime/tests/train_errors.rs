@@ -47,7 +47,10 @@ fn nan_loss_stops_and_keeps_last_good_checkpoint() {
     t.hypers = BTreeMap::from([(
         "h".to_string(),
         Schedule {
-            shape: Shape::Linear { from: 1.0, to: -1.0 },
+            shape: Shape::Linear {
+                from: 1.0,
+                to: -1.0,
+            },
             warmup: 0,
         },
     )]);
@@ -63,11 +66,17 @@ fn nan_loss_stops_and_keeps_last_good_checkpoint() {
         }
         other => panic!("expected a non-finite loss error, got {other}"),
     }
-    assert!(msg.contains("the loss is not finite") && msg.contains("step 7"), "{msg}");
+    assert!(
+        msg.contains("the loss is not finite") && msg.contains("step 7"),
+        "{msg}"
+    );
     assert!(msg.contains("step-000006"), "{msg}");
     let latest = std::fs::read_to_string(dir.join("checkpoints/latest")).unwrap();
     assert_eq!(latest, "step-000006");
-    assert!(dir.join("checkpoints/step-000006/policy/model.safetensors").is_file());
+    assert!(
+        dir.join("checkpoints/step-000006/policy/model.safetensors")
+            .is_file()
+    );
     // The steps before it were recorded; the bad one was not applied.
     let m = read_metrics(&dir.join("metrics.jsonl")).unwrap();
     assert_eq!(m.last().map(|r| r.step), Some(6));
@@ -104,7 +113,10 @@ fn malformed_jsonl_is_reported_with_file_and_line_before_training() {
 
     std::fs::write(&data, "{\"q\": \"1+1=?\\n\"}\n").unwrap();
     let err = run(&g, &opts).unwrap_err().to_string();
-    assert!(err.contains("train.jsonl:1: missing key `a` (for field `solution`)"), "{err}");
+    assert!(
+        err.contains("train.jsonl:1: missing key `a` (for field `solution`)"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -117,7 +129,10 @@ fn a_plan_that_cannot_fit_is_refused_with_numbers() {
     let err = run(&g, &opts).unwrap_err();
     assert!(matches!(err, RunError::Memory(_)));
     let msg = err.to_string();
-    assert!(msg.contains("1.0 MiB") && msg.contains("parameters"), "{msg}");
+    assert!(
+        msg.contains("1.0 MiB") && msg.contains("parameters"),
+        "{msg}"
+    );
     assert!(!dir.join("metrics.jsonl").exists());
 }
 
@@ -131,14 +146,19 @@ fn unsupported_features_are_refused_before_work() {
             threshold: 0.5,
         },
     });
-    let err = run(&g, &RunOptions::new(temp_dir("unsupported"))).unwrap_err().to_string();
-    assert!(err.contains("attention probe") && err.contains("not supported"), "{err}");
+    let err = run(&g, &RunOptions::new(temp_dir("unsupported")))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("attention probe") && err.contains("not supported"),
+        "{err}"
+    );
 
     let mut g = sft_graph(&tiny_spec());
-    train_stage(&mut g).objective.loss = Expr::reduce(
-        Reduce::MeanAllTokens,
-        Expr::input(Quantity::RefLogp, "y"),
-    );
-    let err = run(&g, &RunOptions::new(temp_dir("noref"))).unwrap_err().to_string();
+    train_stage(&mut g).objective.loss =
+        Expr::reduce(Reduce::MeanAllTokens, Expr::input(Quantity::RefLogp, "y"));
+    let err = run(&g, &RunOptions::new(temp_dir("noref")))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("names no reference model"), "{err}");
 }

@@ -21,7 +21,10 @@ fn spec(grad_accum: usize) -> SftSpec {
         eval_limit: Some(2),
         max_tokens: 8,
         lr: Schedule {
-            shape: Shape::Linear { from: 1e-3, to: 0.0 },
+            shape: Shape::Linear {
+                from: 1e-3,
+                to: 0.0,
+            },
             warmup: 1,
         },
         ..SftSpec::default()
@@ -73,7 +76,9 @@ fn frozen_reference_is_the_initial_policy_and_stays_put() {
     let mut g = sft_graph(&spec(1));
     g.models.push(ModelNode {
         name: "reference".into(),
-        source: ModelSource::Frozen { of: "policy".into() },
+        source: ModelSource::Frozen {
+            of: "policy".into(),
+        },
     });
     if let StageKind::Train(t) = &mut g.stages[0].kind {
         t.objective.reference = Some("reference".into());

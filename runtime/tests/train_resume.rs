@@ -67,8 +67,14 @@ fn resume_reproduces_uninterrupted_metrics() {
         full_summary["final"]
     );
     assert!(part.join("curves.svg").is_file());
-    assert!(part.join("checkpoints/step-000012/policy/model.safetensors").is_file());
-    assert!(part.join("checkpoints/step-000012/policy/config.json").is_file());
+    assert!(
+        part.join("checkpoints/step-000012/policy/model.safetensors")
+            .is_file()
+    );
+    assert!(
+        part.join("checkpoints/step-000012/policy/config.json")
+            .is_file()
+    );
     let _ = std::fs::remove_dir_all(&full);
     let _ = std::fs::remove_dir_all(&part);
 }

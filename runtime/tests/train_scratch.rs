@@ -20,3 +20,27 @@ fn scratch() {
     let m = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     for l in m.lines().step_by(10) { eprintln!("{l}"); }
 }
+
+#[test]
+fn profile() {
+    use candle_core::{Device, DType, Tensor};
+    use post_runtime::model::Transformer;
+    let cfg = tiny_config();
+    let dev = Device::Cpu;
+    let (model, vm) = Transformer::init_random(&cfg, Default::default(), 1, DType::F32, &dev).unwrap();
+    let params = post_runtime::optim::Params::from_varmap(&vm);
+    let ids = Tensor::from_vec((0..16*40).map(|i| (i % 50 + 4) as u32).collect::<Vec<_>>(), (16, 40), &dev).unwrap();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let logits = model.forward(&ids).unwrap();
+        let lp = post_runtime::logprob::next_token_logprobs(&logits, &ids).unwrap();
+        let loss = lp.mean_all().unwrap().neg().unwrap();
+        let t1 = t.elapsed();
+        let g = loss.backward().unwrap();
+        let t2 = t.elapsed();
+        let grads = post_runtime::optim::Grads::from_store(&params, &g);
+        let n = grads.global_norm().unwrap();
+        let t3 = t.elapsed();
+        eprintln!("fwd {t1:?} bwd {:?} norm {:?} {n}", t2 - t1, t3 - t2);
+    }
+}

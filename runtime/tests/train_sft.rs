@@ -37,7 +37,10 @@ fn sft_raises_greedy_accuracy_from_zero() {
     let before = summary.initial["accuracy"];
     let after = summary.final_["accuracy"];
     eprintln!("accuracy {before} -> {after} in {:.1}s", summary.wall_s);
-    assert!(before <= 0.02, "an untrained model should not solve additions: {before}");
+    assert!(
+        before <= 0.02,
+        "an untrained model should not solve additions: {before}"
+    );
     assert!(after >= 0.1, "SFT should reach a clear margin: {after}");
     assert!(summary.final_["loss"] < 0.5, "{:?}", summary.final_);
     let _ = std::fs::remove_dir_all(&dir);

@@ -187,7 +187,6 @@ pub struct StageEnv<'s> {
     pub path: &'s str,
     /// Resolves a top-level `seqs` argument to (slot source, group size).
     pub stage_rollout: Option<&'s super::RolloutVal>,
-    pub stage_data: Option<&'s str>,
     /// The stage sets `rollout` but it did not evaluate (already reported).
     pub rollout_failed: bool,
 }

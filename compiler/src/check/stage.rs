@@ -195,8 +195,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     };
     let data_set = get(c, m, &s, "data", T::Data, &path);
     let mut data = data_set.as_ref().and_then(|(v, _)| data_name(v));
-    if let (Some((v, span)), None) = (&data_set, &data) {
-        let _ = v;
+    if let (Some((_, span)), None) = (&data_set, &data) {
         c.err(Diagnostic::error("E0201", "a stage trains on a named dataset", *span, "unnamed dataset").with_help("declare it: `data train = ...`"));
     }
     let steps = get(c, m, &s, "steps", T::Steps, &path).and_then(|(v, _)| num_of(&v)).map(|x| x as u64);
@@ -233,8 +232,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         None
     };
     let lowered = objective.as_ref().and_then(|o| {
-        let env = StageEnv { path: &format!("{path}.objective"), stage_rollout: rollout.as_ref().map(|(r, _)| r), stage_data: data.as_deref(), rollout_failed: rollout.is_none() && s.get("rollout").is_some() };
-        let _ = env.stage_data;
+        let env = StageEnv { path: &format!("{path}.objective"), stage_rollout: rollout.as_ref().map(|(r, _)| r), rollout_failed: rollout.is_none() && s.get("rollout").is_some() };
         formula::instantiate(c, o, &env)
     });
     // The stage's data: as set, or the dataset whose fields the objective reads.
@@ -261,13 +259,6 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     if let Some(d) = &data {
         let span = s.get("data").map_or(b.name.span, |x| x.value.span);
         check_data_ready(c, d, span, earlier);
-    }
-    if let Some(st) = s.get("rollout") {
-        if let Some(l) = &lowered {
-            if l.rollouts_used.is_empty() {
-                let _ = st;
-            }
-        }
     }
     // Evals are checked even when the objective has errors.
     let steps_v = steps.unwrap_or(0);
@@ -309,8 +300,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
             }
         };
         lowered.instance.reference = r;
-    } else if let Some((n, span)) = &reference {
-        let _ = (n, span);
+    } else {
         lowered.instance.reference = reference.as_ref().map(|(n, _)| n.clone());
     }
 

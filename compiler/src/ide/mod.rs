@@ -549,12 +549,12 @@ impl Analysis {
     /// Names visible at `offset`: parameters of the enclosing definition, then the file's scope.
     pub fn visible(&self, offset: u32) -> Vec<SymId> {
         let mut out = Vec::new();
-        if let Some(d) = self.enclosing_def(offset) {
-            if let Some(id) = self.symbols.iter().position(|s| {
+        if let Some(d) = self.enclosing_def(offset)
+            && let Some(s) = self.symbols.iter().find(|s| {
                 s.file == FileId::Main && s.name_span == d.name.span && s.kind != SymbolKind::Param
-            }) {
-                out.extend(self.symbols[id].params.iter().copied());
-            }
+            })
+        {
+            out.extend(s.params.iter().copied());
         }
         let mut top: Vec<SymId> = self.scope.values().copied().collect();
         top.sort();
@@ -780,10 +780,10 @@ impl Builder<'_> {
                     if let Some(x) = &e.every {
                         self.expr(x);
                     }
-                    if let Some(on) = &e.on {
-                        if let Some(sym) = self.resolve(&on.name) {
-                            self.site(on.span, Site::Sym { sym, decl: false });
-                        }
+                    if let Some(on) = &e.on
+                        && let Some(sym) = self.resolve(&on.name)
+                    {
+                        self.site(on.span, Site::Sym { sym, decl: false });
                     }
                     for i in &e.items {
                         if let Item::Setting(s) = i {

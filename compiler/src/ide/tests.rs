@@ -1,6 +1,6 @@
 //! Unit tests of the IDE queries, on in-memory text (`$0` marks the cursor).
 
-use super::complete::{CompletionKind, filter_prefix};
+use super::complete::filter_prefix;
 use super::*;
 use crate::MemoryFs;
 

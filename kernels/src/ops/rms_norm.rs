@@ -112,41 +112,33 @@ impl CustomOp3 for RmsNormBwd {
             return Ok((CpuStorage::F32(out), Shape::from(0)));
         }
         let (gx, gw) = out.split_at_mut(rows * d);
-        let threads = threads_for(rows * d);
-        let per = rows.div_ceil(threads.max(1)).max(1);
-        // Each thread sums its own weight gradient; the partial sums are added afterwards.
-        let partials: Vec<Vec<f32>> = std::thread::scope(|s| {
-            let handles: Vec<_> = gx
-                .chunks_mut(per * d)
-                .enumerate()
-                .map(|(i, chunk)| {
-                    s.spawn(move || {
-                        let mut gw = vec![0.0f32; d];
-                        for (k, orow) in chunk.chunks_mut(d).enumerate() {
-                            let r0 = (i * per + k) * d;
-                            let row = &x[r0..r0 + d];
-                            let grow = &g[r0..r0 + d];
-                            let r = inv_rms(row, self.eps);
-                            let mut dot = 0.0f32;
-                            for j in 0..d {
-                                let xhat = row[j] * r;
-                                dot += grow[j] * w[j] * xhat;
-                                gw[j] += grow[j] * xhat;
-                            }
-                            let mean = dot / d as f32;
-                            for j in 0..d {
-                                orow[j] = r * (grow[j] * w[j] - row[j] * r * mean);
-                            }
-                        }
-                        gw
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
+        // Each block of rows sums its own weight gradient; the partial sums are added afterwards.
+        let partials = std::sync::Mutex::new(Vec::<Vec<f32>>::new());
+        par_rows(gx, d, threads_for(rows * d), |r0, chunk| {
+            let mut gw = vec![0.0f32; d];
+            for (k, orow) in chunk.chunks_mut(d).enumerate() {
+                let a = (r0 + k) * d;
+                let (row, grow) = (&x[a..a + d], &g[a..a + d]);
+                let r = inv_rms(row, self.eps);
+                let mut dot = 0.0f32;
+                for j in 0..d {
+                    let xhat = row[j] * r;
+                    dot += grow[j] * w[j] * xhat;
+                    gw[j] += grow[j] * xhat;
+                }
+                let mean = dot / d as f32;
+                for j in 0..d {
+                    orow[j] = r * (grow[j] * w[j] - row[j] * r * mean);
+                }
+            }
+            // A poisoned lock means another block panicked; that panic propagates anyway.
+            if let Ok(mut p) = partials.lock() {
+                p.push(gw);
+            }
         });
+        let partials = partials
+            .into_inner()
+            .map_err(|_| candle_core::Error::Msg("rms_norm backward: a worker panicked".into()))?;
         for p in partials {
             for (a, b) in gw.iter_mut().zip(p) {
                 *a += b;

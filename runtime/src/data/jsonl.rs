@@ -8,7 +8,10 @@ use super::{DataError, Record};
 /// Read `path`; `fields` maps record field -> JSON key (an empty map keeps every top-level key).
 /// String values are taken as they are; numbers and booleans become their JSON text. Blank lines
 /// are skipped. The first bad line is reported with its file and 1-based line number.
-pub fn load_jsonl(path: &Path, fields: &BTreeMap<String, String>) -> Result<Vec<Record>, DataError> {
+pub fn load_jsonl(
+    path: &Path,
+    fields: &BTreeMap<String, String>,
+) -> Result<Vec<Record>, DataError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
         file: file.clone(),
@@ -24,8 +27,8 @@ pub fn load_jsonl(path: &Path, fields: &BTreeMap<String, String>) -> Result<Vec<
             line: i + 1,
             message,
         };
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| line_err(format!("malformed JSON: {e}")))?;
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| line_err(format!("malformed JSON: {e}")))?;
         let serde_json::Value::Object(obj) = value else {
             return Err(line_err("expected a JSON object".into()));
         };
@@ -81,7 +84,10 @@ mod tests {
 
     #[test]
     fn maps_fields_and_reports_lines() {
-        let p = write("ok", "{\"q\": \"1+1\", \"a\": 2}\n\n{\"q\": \"2+2\", \"a\": \"4\"}\n");
+        let p = write(
+            "ok",
+            "{\"q\": \"1+1\", \"a\": 2}\n\n{\"q\": \"2+2\", \"a\": \"4\"}\n",
+        );
         let fields = BTreeMap::from([
             ("prompt".to_string(), "q".to_string()),
             ("answer".to_string(), "a".to_string()),
@@ -91,12 +97,18 @@ mod tests {
         assert_eq!(r[0].get("answer"), Some("2"));
         assert_eq!(r[1].get("prompt"), Some("2+2"));
 
-        let p = write("bad", "{\"q\": \"1\", \"a\": \"2\"}\n{\"q\": \"1\", \"a\": \n");
+        let p = write(
+            "bad",
+            "{\"q\": \"1\", \"a\": \"2\"}\n{\"q\": \"1\", \"a\": \n",
+        );
         let e = load_jsonl(&p, &fields).unwrap_err().to_string();
         assert!(e.contains("d.jsonl:2: malformed JSON"), "{e}");
 
         let p = write("missing", "{\"q\": \"1\"}\n");
         let e = load_jsonl(&p, &fields).unwrap_err().to_string();
-        assert!(e.contains(":1: missing key `a` (for field `answer`)"), "{e}");
+        assert!(
+            e.contains(":1: missing key `a` (for field `answer`)"),
+            "{e}"
+        );
     }
 }

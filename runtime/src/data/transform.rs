@@ -38,8 +38,9 @@ pub fn apply_transforms(
             Transform::AppendIndicator { token, when } => match when {
                 Condition::Expr { expr } => {
                     for (n, r) in records.iter_mut().enumerate() {
-                        let v = predicate(expr, r)
-                            .map_err(|m| err(format!("record {}: indicator condition: {m}", n + 1)))?;
+                        let v = predicate(expr, r).map_err(|m| {
+                            err(format!("record {}: indicator condition: {m}", n + 1))
+                        })?;
                         if v > 0.0 {
                             let prompt = r.get("prompt").unwrap_or("").to_string();
                             r.insert("prompt", prompt + token);
@@ -137,7 +138,9 @@ mod tests {
 
     #[test]
     fn template_shard_take_drop() {
-        let records: Vec<Record> = (0..10).map(|i| rec(&format!("q{i}"), &i.to_string())).collect();
+        let records: Vec<Record> = (0..10)
+            .map(|i| rec(&format!("q{i}"), &i.to_string()))
+            .collect();
         let ts = vec![
             Transform::Template {
                 template: "question: {prompt} {{x}}".into(),
@@ -155,8 +158,8 @@ mod tests {
         }
         let again = apply_transforms("d", records.clone(), &ts, 1, &no_predicate).unwrap();
         assert_eq!(out, again);
-        let dropped = apply_transforms("d", records, &[Transform::DropPrompt], 1, &no_predicate)
-            .unwrap();
+        let dropped =
+            apply_transforms("d", records, &[Transform::DropPrompt], 1, &no_predicate).unwrap();
         assert!(dropped.iter().all(|r| r.get("prompt") == Some("")));
     }
 
@@ -170,7 +173,9 @@ mod tests {
     fn filter_and_indicator_use_predicate() {
         let records: Vec<Record> = (0..4).map(|i| rec("p", &i.to_string())).collect();
         let pred = |_: &RExpr, r: &Record| -> Result<f64, String> {
-            Ok(f64::from(r.get("answer") == Some("2") || r.get("answer") == Some("3")))
+            Ok(f64::from(
+                r.get("answer") == Some("2") || r.get("answer") == Some("3"),
+            ))
         };
         let e = RExpr::Bool { value: true };
         let out = apply_transforms(

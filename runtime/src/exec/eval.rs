@@ -32,8 +32,8 @@ pub fn sample_completions(
 ) -> Result<Vec<Generation>> {
     let mut prompts = Vec::with_capacity(records.len() * n);
     for r in records {
-        let p = encode_prompt(tok, r.get("prompt").unwrap_or(""))
-            .map_err(candle_core::Error::Msg)?;
+        let p =
+            encode_prompt(tok, r.get("prompt").unwrap_or("")).map_err(candle_core::Error::Msg)?;
         for _ in 0..n {
             prompts.push(p.clone());
         }
@@ -83,7 +83,10 @@ pub fn run_eval<'m>(
     model_of: &dyn Fn(&str) -> Option<&'m Transformer>,
     rng_seed: u64,
 ) -> Result<BTreeMap<String, f64>> {
-    let limit = eval.limit.unwrap_or(data.records.len()).min(data.records.len());
+    let limit = eval
+        .limit
+        .unwrap_or(data.records.len())
+        .min(data.records.len());
     let records: Vec<&Record> = data.records[..limit].iter().collect();
     let mut cache: BTreeMap<String, (usize, Vec<Generation>)> = BTreeMap::new();
     let mut out = BTreeMap::new();
@@ -96,7 +99,8 @@ pub fn run_eval<'m>(
             let model = model_of(&base.model).ok_or_else(|| {
                 candle_core::Error::Msg(format!("unknown model `{}`", base.model))
             })?;
-            let mut rng = ChaCha8Rng::seed_from_u64(rng_seed ^ super::fnv1a(metric.rollout.as_bytes()));
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(rng_seed ^ super::fnv1a(metric.rollout.as_bytes()));
             let params = SamplingParams::from_graph(base);
             let n = base.n.max(1);
             let gens = sample_completions(model, tok, &records, n, &params, &mut rng)?;

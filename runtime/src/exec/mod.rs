@@ -38,8 +38,8 @@ use crate::memory;
 use crate::model::Transformer;
 use crate::objectives::{SlotMap, evaluate_loss};
 use crate::optim::{Grads, Optimizer, Params};
-use crate::rollouts::{RolloutBatch, RolloutState};
 use crate::output::{self, MetricGoal, MetricsWriter, Progress, StepRecord, Summary};
+use crate::rollouts::{RolloutBatch, RolloutState};
 use crate::tokenizer::Tokenizer;
 
 pub use eval::{pass_at_k, run_eval, sample_completions};
@@ -81,7 +81,9 @@ impl RunOptions {
 pub enum RunOutcome {
     Finished(Box<Summary>),
     /// Stopped by [`RunOptions::stop_after`] after this many global steps.
-    Stopped { step: u64 },
+    Stopped {
+        step: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +168,10 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
             ModelSource::Preset { .. } | ModelSource::HuggingFace { .. } => {}
             ModelSource::Frozen { of } => {
                 if graph.root_model(of).is_none() {
-                    return bad(format!("model `{}` is a frozen copy of unknown model `{of}`", m.name));
+                    return bad(format!(
+                        "model `{}` is a frozen copy of unknown model `{of}`",
+                        m.name
+                    ));
                 }
             }
             ModelSource::Snapshot { .. } | ModelSource::Lagged { .. } => {
@@ -197,7 +202,10 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
         match graph.model(&t.model).map(|m| &m.source) {
             None => return Err(here(format!("unknown model `{}`", t.model))),
             Some(ModelSource::Frozen { .. }) => {
-                return Err(here(format!("model `{}` is frozen and cannot be trained", t.model)));
+                return Err(here(format!(
+                    "model `{}` is frozen and cannot be trained",
+                    t.model
+                )));
             }
             Some(_) => {}
         }
@@ -236,7 +244,10 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
                 }
                 SlotSource::Rollout { rollout } => {
                     let r = graph.rollout(rollout).ok_or_else(|| {
-                        here(format!("slot `{}` uses unknown rollout `{rollout}`", slot.name))
+                        here(format!(
+                            "slot `{}` uses unknown rollout `{rollout}`",
+                            slot.name
+                        ))
                     })?;
                     match &r.policy {
                         post_graph::Rollout::Sample(_) | post_graph::Rollout::Branched { .. } => {}
@@ -263,7 +274,10 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
                     }
                     if let Some(reward) = &slot.reward {
                         let node = graph.reward(reward).ok_or_else(|| {
-                            here(format!("slot `{}` reads unknown reward `{reward}`", slot.name))
+                            here(format!(
+                                "slot `{}` reads unknown reward `{reward}`",
+                                slot.name
+                            ))
                         })?;
                         crate::rewards::validate(&node.expr)
                             .map_err(|e| here(format!("reward `{reward}`: {e}")))?;
@@ -279,13 +293,17 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
         }
         for (q, s) in &inputs {
             if !t.objective.slots.iter().any(|x| &x.name == s) {
-                return Err(here(format!("the loss reads {} of unknown slot `{s}`", q.name())));
+                return Err(here(format!(
+                    "the loss reads {} of unknown slot `{s}`",
+                    q.name()
+                )));
             }
             if *q == Quantity::RefLogp {
                 match &t.objective.reference {
                     None => {
                         return Err(here(
-                            "the loss reads ref_logp but the objective names no reference model".into(),
+                            "the loss reads ref_logp but the objective names no reference model"
+                                .into(),
                         ));
                     }
                     Some(r) if graph.model(r).is_none() => {
@@ -297,7 +315,9 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
         }
         for h in t.objective.loss.hypers() {
             if !t.hypers.contains_key(&h) {
-                return Err(here(format!("the loss reads hyperparameter `{h}`, which has no value")));
+                return Err(here(format!(
+                    "the loss reads hyperparameter `{h}`, which has no value"
+                )));
             }
         }
         for e in &t.evals {
@@ -309,7 +329,10 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
             }
             for m in &e.metrics {
                 let r = graph.rollout(&m.rollout).ok_or_else(|| {
-                    here(format!("metric `{}` uses unknown rollout `{}`", m.name, m.rollout))
+                    here(format!(
+                        "metric `{}` uses unknown rollout `{}`",
+                        m.name, m.rollout
+                    ))
                 })?;
                 if graph.model(&r.policy.base().model).is_none() {
                     return Err(here(format!(
@@ -326,7 +349,10 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
                 };
                 if let Some(reward) = reward {
                     let node = graph.reward(reward).ok_or_else(|| {
-                        here(format!("metric `{}` uses unknown reward `{reward}`", m.name))
+                        here(format!(
+                            "metric `{}` uses unknown reward `{reward}`",
+                            m.name
+                        ))
                     })?;
                     crate::rewards::validate(&node.expr)
                         .map_err(|e| here(format!("reward `{reward}`: {e}")))?;
@@ -397,7 +423,11 @@ fn build_models(
     let mut tokenizer: Option<Tokenizer> = None;
     for m in &graph.models {
         let entry = match &m.source {
-            ModelSource::Preset { preset, config, init } => {
+            ModelSource::Preset {
+                preset,
+                config,
+                init,
+            } => {
                 let (model, varmap) = Transformer::init_random(
                     config,
                     Default::default(),
@@ -451,7 +481,10 @@ fn build_models(
                 .root_model(&m.name)
                 .ok_or_else(|| RunError::Invalid(format!("model `{}` has no source", m.name)))?;
             let src = models.get(&root.name).ok_or_else(|| {
-                RunError::Invalid(format!("model `{}` copies `{}`, which was not built", m.name, root.name))
+                RunError::Invalid(format!(
+                    "model `{}` copies `{}`, which was not built",
+                    m.name, root.name
+                ))
             })?;
             let model = src
                 .model
@@ -499,7 +532,9 @@ fn load_datasets(graph: &Graph, base_dir: &Path) -> Result<BTreeMap<String, Data
         // Selected datasets appear once their selection stage has run; no stage of this
         // runtime produces one, and validation refuses such stages, so skip unless used.
         let used = graph.stages.iter().any(|s| match &s.kind {
-            StageKind::Train(t) => t.data == node.name || t.evals.iter().any(|e| e.data == node.name),
+            StageKind::Train(t) => {
+                t.data == node.name || t.evals.iter().any(|e| e.data == node.name)
+            }
             _ => false,
         });
         if !used {
@@ -527,7 +562,11 @@ fn check_lengths(
             if let SlotSource::Data { field } = &slot.source {
                 for (i, r) in ds.records.iter().enumerate() {
                     let prompt = r.require("prompt").map_err(|e| {
-                        RunError::Invalid(format!("stage `{name}`: dataset `{}` record {}: {e}", t.data, i + 1))
+                        RunError::Invalid(format!(
+                            "stage `{name}`: dataset `{}` record {}: {e}",
+                            t.data,
+                            i + 1
+                        ))
                     })?;
                     let completion = r.require(field).map_err(|e| {
                         RunError::Invalid(format!(
@@ -670,7 +709,9 @@ pub fn run_with_log(
         }
         for (name, dir) in &loaded.model_dirs {
             let entry = models.get(name).ok_or_else(|| {
-                RunError::Resume(format!("checkpoint holds model `{name}`, the graph has none"))
+                RunError::Resume(format!(
+                    "checkpoint holds model `{name}`, the graph has none"
+                ))
             })?;
             let varmap = entry.varmap.as_ref().ok_or_else(|| {
                 RunError::Resume(format!("checkpoint holds frozen model `{name}`"))
@@ -689,7 +730,8 @@ pub fn run_with_log(
         resume_state = Some(loaded);
     }
     let metrics_path = opts.out_dir.join("metrics.jsonl");
-    let metrics = MetricsWriter::create(&metrics_path, &prefix).map_err(|e| io_err(&metrics_path, e))?;
+    let metrics =
+        MetricsWriter::create(&metrics_path, &prefix).map_err(|e| io_err(&metrics_path, e))?;
     let total: u64 = stages.iter().map(|(_, _, t)| t.steps).sum();
     let mut goals = BTreeMap::new();
     for (_, _, t) in &stages {
@@ -797,10 +839,16 @@ impl Runner<'_> {
         Ok(None)
     }
 
-    fn eval(&mut self, stage: &TrainStage, stage_name: &str, stage_step: u64) -> Result<BTreeMap<String, f64>, RunError> {
+    fn eval(
+        &mut self,
+        stage: &TrainStage,
+        stage_name: &str,
+        stage_step: u64,
+    ) -> Result<BTreeMap<String, f64>, RunError> {
         let mut out = BTreeMap::new();
         for (i, e) in stage.evals.iter().enumerate() {
-            let due = stage_step == 0 || stage_step == stage.steps || stage_step.is_multiple_of(e.every);
+            let due =
+                stage_step == 0 || stage_step == stage.steps || stage_step.is_multiple_of(e.every);
             if !due {
                 continue;
             }
@@ -833,7 +881,10 @@ impl Runner<'_> {
     ) -> Result<Option<u64>, RunError> {
         let entry = &self.models[&stage.model];
         let varmap = entry.varmap.clone().ok_or_else(|| {
-            RunError::Invalid(format!("stage `{name}`: model `{}` is not trainable", stage.model))
+            RunError::Invalid(format!(
+                "stage `{name}`: model `{}` is not trainable",
+                stage.model
+            ))
         })?;
         let policy = entry.model.clone();
         let params = Params::from_varmap(&varmap);
@@ -846,7 +897,10 @@ impl Runner<'_> {
                 optimizer
                     .load_state(&l.optimizer, l.state.optimizer_step)
                     .ctx(|| "restoring the optimizer".to_string())?;
-                (Batcher::restore(ds_len, batch_seed, l.state.batcher), l.state.stage_step)
+                (
+                    Batcher::restore(ds_len, batch_seed, l.state.batcher),
+                    l.state.stage_step,
+                )
             }
             None => (Batcher::new(ds_len, batch_seed), 0),
         };
@@ -855,7 +909,8 @@ impl Runner<'_> {
         }
         if stage_step == 0 && !stage.evals.is_empty() {
             let ev = self.eval(stage, name, 0)?;
-            self.progress.println(&format!("[{name}] before training: {}", fmt_metrics(&ev)));
+            self.progress
+                .println(&format!("[{name}] before training: {}", fmt_metrics(&ev)));
             self.append(StepRecord {
                 step: self.global_step,
                 stage: name.to_string(),
@@ -939,11 +994,17 @@ impl Runner<'_> {
                 let mut grads: Option<Grads> = None;
                 let mut loss_sum = 0f64;
                 for (mi, chunk) in indices.chunks(micro).enumerate() {
-                    let records: Vec<&Record> =
-                        chunk.iter().map(|&i| &self.datasets[&stage.data].records[i]).collect();
+                    let records: Vec<&Record> = chunk
+                        .iter()
+                        .map(|&i| &self.datasets[&stage.data].records[i])
+                        .collect();
                     let mut slot_map = SlotMap::new();
                     for slot in &stage.objective.slots {
-                        let ref_model = if update == 0 { reference.as_ref() } else { None };
+                        let ref_model = if update == 0 {
+                            reference.as_ref()
+                        } else {
+                            None
+                        };
                         let mut st = match &slot.source {
                             SlotSource::Data { field } => {
                                 let seqs = records
@@ -957,12 +1018,18 @@ impl Runner<'_> {
                                     })
                                     .collect::<Result<Vec<_>, String>>()
                                     .map_err(RunError::Invalid)?;
-                                let batch = build_batch(&seqs, self.tokenizer.pad_id(), &self.device)
-                                    .ctx(|| format!("slot `{}`", slot.name))?;
+                                let batch =
+                                    build_batch(&seqs, self.tokenizer.pad_id(), &self.device)
+                                        .ctx(|| format!("slot `{}`", slot.name))?;
                                 if update == 0 {
                                     tokens += batch.tokens;
                                 }
-                                slots::slot_tensors(&policy, ref_model, &batch, batch.max_completion)
+                                slots::slot_tensors(
+                                    &policy,
+                                    ref_model,
+                                    &batch,
+                                    batch.max_completion,
+                                )
                             }
                             SlotSource::Rollout { .. } => {
                                 let all = &sampled[&slot.name];
@@ -1004,10 +1071,8 @@ impl Runner<'_> {
                             if old.len() <= mi {
                                 old.push(BTreeMap::new());
                             }
-                            old[mi].insert(
-                                slot.name.clone(),
-                                (st.logp.detach(), st.ref_logp.clone()),
-                            );
+                            old[mi]
+                                .insert(slot.name.clone(), (st.logp.detach(), st.ref_logp.clone()));
                         } else {
                             // The sampler's log-probabilities stay those of the first update.
                             let (o, r) = &old[mi][&slot.name];
@@ -1026,7 +1091,9 @@ impl Runner<'_> {
                         return Err(self.non_finite(name, "the loss", value));
                     }
                     loss_sum += value;
-                    let store = loss.backward().ctx(|| format!("stage `{name}`: backward"))?;
+                    let store = loss
+                        .backward()
+                        .ctx(|| format!("stage `{name}`: backward"))?;
                     let g = Grads::from_store(&params, &store);
                     match &mut grads {
                         None => grads = Some(g),
@@ -1039,7 +1106,9 @@ impl Runner<'_> {
                 }
                 let mut grads = grads.unwrap_or(Grads(Vec::new()));
                 if n_micro > 1 {
-                    grads.scale(1.0 / n_micro as f64).ctx(|| "averaging gradients".to_string())?;
+                    grads
+                        .scale(1.0 / n_micro as f64)
+                        .ctx(|| "averaging gradients".to_string())?;
                 }
                 grad_norm = match stage.grad_clip {
                     Some(c) => grads.clip_global_norm(c),
@@ -1049,7 +1118,9 @@ impl Runner<'_> {
                 if !grad_norm.is_finite() {
                     return Err(self.non_finite(name, "the gradient norm", grad_norm));
                 }
-                optimizer.step(&grads, lr).ctx(|| "optimizer step".to_string())?;
+                optimizer
+                    .step(&grads, lr)
+                    .ctx(|| "optimizer step".to_string())?;
             }
             stage_step += 1;
             self.global_step += 1;
@@ -1076,7 +1147,8 @@ impl Runner<'_> {
             let mut msg = format!("[{name}] loss {first_loss:.4} lr {lr:.2e}");
             if evaluated {
                 msg.push_str(&format!(" | {}", fmt_metrics(&record.eval)));
-                self.progress.println(&format!("step {}: {msg}", self.global_step));
+                self.progress
+                    .println(&format!("step {}: {msg}", self.global_step));
             }
             self.append(record)?;
             self.progress.step(self.global_step, &msg, evaluated);

@@ -59,19 +59,19 @@ pub fn validate_config(cfg: &ModelConfig) -> std::result::Result<(), String> {
             return Err(format!("model config: {name} must be positive"));
         }
     }
-    if cfg.hidden_size % cfg.num_heads != 0 {
+    if !cfg.hidden_size.is_multiple_of(cfg.num_heads) {
         return Err(format!(
             "model config: hidden_size {} is not divisible by num_heads {}",
             cfg.hidden_size, cfg.num_heads
         ));
     }
-    if cfg.num_heads % cfg.num_kv_heads != 0 {
+    if !cfg.num_heads.is_multiple_of(cfg.num_kv_heads) {
         return Err(format!(
             "model config: num_heads {} is not divisible by num_kv_heads {}",
             cfg.num_heads, cfg.num_kv_heads
         ));
     }
-    if (cfg.hidden_size / cfg.num_heads) % 2 != 0 {
+    if !(cfg.hidden_size / cfg.num_heads).is_multiple_of(2) {
         return Err(format!(
             "model config: head dimension {} must be even for rotary embeddings",
             cfg.hidden_size / cfg.num_heads

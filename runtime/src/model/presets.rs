@@ -52,11 +52,7 @@ pub fn m20() -> ModelConfig {
 /// Number of trainable parameters of a configuration (tied head counted once).
 pub fn parameter_count(cfg: &ModelConfig, attention_bias: bool) -> usize {
     let h = cfg.hidden_size;
-    let hd = if cfg.num_heads == 0 {
-        0
-    } else {
-        h / cfg.num_heads
-    };
+    let hd = h.checked_div(cfg.num_heads).unwrap_or(0);
     let kv = cfg.num_kv_heads * hd;
     let attn = h * h + 2 * h * kv + h * h + if attention_bias { h + 2 * kv } else { 0 };
     let mlp = 3 * h * cfg.intermediate_size;

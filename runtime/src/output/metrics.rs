@@ -82,9 +82,8 @@ pub fn read_metrics(path: &Path) -> std::io::Result<Vec<StepRecord>> {
         if line.trim().is_empty() {
             continue;
         }
-        let r: StepRecord = serde_json::from_str(&line).map_err(|e| {
-            std::io::Error::other(format!("{}:{}: {e}", path.display(), i + 1))
-        })?;
+        let r: StepRecord = serde_json::from_str(&line)
+            .map_err(|e| std::io::Error::other(format!("{}:{}: {e}", path.display(), i + 1)))?;
         out.push(r);
     }
     Ok(out)

@@ -51,7 +51,8 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.set_position(step);
             b.set_message(summary.to_string());
-        } else if self.lines && (evaluated || step.is_multiple_of(self.every) || step == self.total) {
+        } else if self.lines && (evaluated || step.is_multiple_of(self.every) || step == self.total)
+        {
             eprintln!(
                 "step {step}/{} [{:.1}s] {summary}",
                 self.total,

@@ -85,7 +85,9 @@ mod tests {
         let rec = |step, loss: Option<f64>, acc: Option<f64>| StepRecord {
             step,
             loss,
-            eval: acc.map(|a| BTreeMap::from([("accuracy".to_string(), a)])).unwrap_or_default(),
+            eval: acc
+                .map(|a| BTreeMap::from([("accuracy".to_string(), a)]))
+                .unwrap_or_default(),
             ..StepRecord::default()
         };
         let rs = vec![

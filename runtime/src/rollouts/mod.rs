@@ -125,6 +125,24 @@ impl Group {
     fn any_success(&self) -> bool {
         self.success.iter().any(|s| *s)
     }
+
+    fn into_seqs(self, record: usize) -> Vec<RolloutSeq> {
+        let mut out = Vec::with_capacity(self.gens.len());
+        for ((g, reward), success) in self.gens.into_iter().zip(self.rewards).zip(self.success) {
+            out.push(RolloutSeq {
+                record,
+                context: self.context.clone(),
+                text: format!("{}{}", self.prefix_text, g.text.as_deref().unwrap_or("")),
+                completion: g.tokens,
+                reward,
+                success,
+                truncated: g.truncated,
+                prefix_steps: self.prefix_steps,
+                prefix_tokens: self.prefix_tokens,
+            });
+        }
+        out
+    }
 }
 
 /// Prefix-search progress of one all-failed group.
@@ -140,6 +158,8 @@ struct Search {
     /// A remembered k to probe before bisecting.
     first: Option<usize>,
     best: Option<Group>,
+    /// The failing probe with the longest prefix (the boundary the model cannot yet cross).
+    below: Option<Group>,
     linear: bool,
     done: bool,
 }
@@ -178,6 +198,9 @@ impl Search {
             }
         } else {
             self.lo = k + 1;
+            if self.below.as_ref().is_none_or(|b| b.prefix_steps < k) {
+                self.below = Some(group);
+            }
             // Linear search walking down stops at the first failure below a success.
             if self.linear && self.hi < self.limit {
                 self.done = true;
@@ -296,7 +319,12 @@ impl RolloutState {
                     ..RolloutStats::default()
                 };
                 self.groups += groups.len() as u64;
-                Ok(flatten(groups, base, stats))
+                let seqs = groups
+                    .into_iter()
+                    .enumerate()
+                    .map(|(ri, g)| g.into_seqs(ri))
+                    .collect();
+                Ok(batch_of(seqs, base, stats))
             }
             Rollout::Branched {
                 base,
@@ -347,7 +375,7 @@ impl RolloutState {
             Some(spec.success_reward),
             spec.threshold,
         )?;
-        let mut groups = sample_groups(model, tok, records, spec.base, &scorer, rng)?;
+        let groups = sample_groups(model, tok, records, spec.base, &scorer, rng)?;
         let mut stats = RolloutStats {
             groups: groups.len(),
             ..RolloutStats::default()
@@ -385,6 +413,7 @@ impl RolloutState {
                 limit,
                 first,
                 best: None,
+                below: None,
                 linear: spec.search == PrefixSearch::Linear,
                 done: false,
             });
@@ -415,6 +444,11 @@ impl RolloutState {
                 searches[si].record(k, g);
             }
         }
+        let mut out: Vec<Vec<RolloutSeq>> = groups
+            .into_iter()
+            .enumerate()
+            .map(|(ri, g)| g.into_seqs(ri))
+            .collect();
         for s in searches {
             let key = records[s.group].get("prompt").unwrap_or("").to_string();
             match s.best {
@@ -425,7 +459,22 @@ impl RolloutState {
                     stats.branched += 1;
                     stats.prefix_steps += best.prefix_steps;
                     stats.expert_tokens_used += best.prefix_tokens;
-                    groups[s.group] = best;
+                    let all_succeed = !best.success.contains(&false);
+                    let mut seqs = best.into_seqs(s.group);
+                    if all_succeed && seqs.len() >= 2 {
+                        // Equal rewards would give zero advantage: anchor the group on the
+                        // failures at the boundary (the longest failing prefix, else the
+                        // original rollouts), a group with mixed contexts.
+                        let failed = match s.below {
+                            Some(b) => b.into_seqs(s.group),
+                            None => std::mem::take(&mut out[s.group]),
+                        };
+                        let keep = seqs.len().div_ceil(2);
+                        let fill = seqs.len() - keep;
+                        seqs.truncate(keep);
+                        seqs.extend(failed.into_iter().take(fill));
+                    }
+                    out[s.group] = seqs;
                 }
                 None => {
                     stats.unsolved += 1;
@@ -440,7 +489,7 @@ impl RolloutState {
         self.branched_groups += stats.branched as u64;
         self.expert_tokens_used += stats.expert_tokens_used as u64;
         self.expert_tokens_available += stats.expert_tokens_available as u64;
-        Ok(flatten(groups, spec.base, stats))
+        Ok(batch_of(out, spec.base, stats))
     }
 }
 
@@ -620,28 +669,10 @@ fn sample_prefixed(
     Ok(out)
 }
 
-fn flatten(groups: Vec<Group>, base: &Sampling, stats: RolloutStats) -> RolloutBatch {
-    let group_size = base.n.max(1);
-    let mut seqs = Vec::with_capacity(groups.len() * group_size);
-    for (ri, g) in groups.into_iter().enumerate() {
-        for ((gn, reward), success) in g.gens.into_iter().zip(g.rewards).zip(g.success) {
-            let text = format!("{}{}", g.prefix_text, gn.text.as_deref().unwrap_or(""));
-            seqs.push(RolloutSeq {
-                record: ri,
-                context: g.context.clone(),
-                completion: gn.tokens,
-                text,
-                reward,
-                success,
-                truncated: gn.truncated,
-                prefix_steps: g.prefix_steps,
-                prefix_tokens: g.prefix_tokens,
-            });
-        }
-    }
+fn batch_of(groups: Vec<Vec<RolloutSeq>>, base: &Sampling, stats: RolloutStats) -> RolloutBatch {
     RolloutBatch {
-        seqs,
-        group_size,
+        seqs: groups.into_iter().flatten().collect(),
+        group_size: base.n.max(1),
         max_tokens: base.max_tokens,
         stats,
     }
@@ -732,6 +763,7 @@ mod tests {
             limit,
             first,
             best: None,
+            below: None,
             linear,
             done: false,
         };

@@ -461,7 +461,12 @@ mod tests {
 
     #[test]
     fn deterministic_disjoint_and_checkable() {
-        for (task, d) in [("arith", 1), ("arith", 3), ("countdown", 2), ("countdown", 4)] {
+        for (task, d) in [
+            ("arith", 1),
+            ("arith", 3),
+            ("countdown", 2),
+            ("countdown", 4),
+        ] {
             let a = generate(task, TaskSplit::Train, 200, d, 7).unwrap();
             let b = generate(task, TaskSplit::Train, 200, d, 7).unwrap();
             assert_eq!(a, b);
@@ -469,7 +474,10 @@ mod tests {
             assert_ne!(a, c);
             let test = generate(task, TaskSplit::Test, 100, d, 7).unwrap();
             let train_prompts: BTreeSet<_> = a.iter().map(|r| r.get("prompt")).collect();
-            assert!(test.iter().all(|r| !train_prompts.contains(&r.get("prompt"))));
+            assert!(
+                test.iter()
+                    .all(|r| !train_prompts.contains(&r.get("prompt")))
+            );
             let kind = TaskKind::parse(task).unwrap();
             for r in a.iter().chain(&test) {
                 assert!(only_charset(r), "{r:?}");
@@ -487,7 +495,11 @@ mod tests {
         let mut r = Record::default();
         r.insert("prompt", "3 5 2 -> 16\n".to_string());
         r.insert("answer", "(3+5)*2".to_string());
-        assert!(check(TaskKind::Countdown, &r, "3+5=8\n8*2=16\n#### (3+5)*2"));
+        assert!(check(
+            TaskKind::Countdown,
+            &r,
+            "3+5=8\n8*2=16\n#### (3+5)*2"
+        ));
         assert!(!check(TaskKind::Countdown, &r, "#### (3+5)+2"));
         assert!(!check(TaskKind::Countdown, &r, "#### 16"));
         assert!(!check(TaskKind::Countdown, &r, "#### (5+3)*2"));
@@ -504,6 +516,11 @@ mod tests {
             generate("sudoku", TaskSplit::Train, 1, 1, 0),
             Err(TaskError::Unknown(_))
         ));
-        assert!(generate("countdown", TaskSplit::Train, 5, 8, 0).unwrap().len() == 5);
+        assert!(
+            generate("countdown", TaskSplit::Train, 5, 8, 0)
+                .unwrap()
+                .len()
+                == 5
+        );
     }
 }

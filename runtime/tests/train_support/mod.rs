@@ -183,3 +183,77 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     d
 }
+
+/// GRPO (no KL, no clipping) on the SFT graph's data: `n` samples per prompt from the policy
+/// with the `correct` reward; advantage = reward - group mean; seq-mean-token-mean.
+pub fn grpo_graph(spec: &SftSpec, n: usize, branched: bool) -> Graph {
+    let mut g = sft_graph(spec);
+    let base = Sampling {
+        model: "policy".into(),
+        n,
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        max_tokens: spec.max_tokens,
+        stop: vec![],
+    };
+    g.rollouts.push(RolloutNode {
+        name: "explore".into(),
+        policy: if branched {
+            Rollout::Branched {
+                base,
+                reward: "correct".into(),
+                success_threshold: 0.5,
+                expert_field: "solution".into(),
+                step_delimiter: "\n".into(),
+                search: PrefixSearch::Binary,
+                remember: true,
+            }
+        } else {
+            Rollout::Sample(base)
+        },
+    });
+    let reward = Expr::input(Quantity::Reward, "y");
+    let adv = Expr::binary(
+        BinaryOp::Sub,
+        reward.clone(),
+        Expr::reduce(Reduce::GroupMean, reward),
+    );
+    let ratio = Expr::unary(
+        UnaryOp::Exp,
+        Expr::binary(
+            BinaryOp::Sub,
+            Expr::input(Quantity::Logp, "y"),
+            Expr::input(Quantity::OldLogp, "y"),
+        ),
+    );
+    let loss = Expr::unary(
+        UnaryOp::Neg,
+        Expr::reduce(
+            Reduce::MeanSeqs,
+            Expr::reduce(Reduce::MeanTokens, Expr::binary(BinaryOp::Mul, ratio, adv)),
+        ),
+    );
+    if let StageKind::Train(t) = &mut g.stages[0].kind {
+        t.batch = Batch {
+            size: spec.batch,
+            unit: BatchUnit::Prompts,
+        };
+        t.objective = ObjectiveInstance {
+            name: "grpo".into(),
+            args: BTreeMap::new(),
+            slots: vec![Slot {
+                name: "y".into(),
+                source: SlotSource::Rollout {
+                    rollout: "explore".into(),
+                },
+                reward: Some("correct".into()),
+            }],
+            loss,
+            reference: None,
+            mask_truncated: true,
+            updates_per_batch: 2,
+        };
+    }
+    g
+}
