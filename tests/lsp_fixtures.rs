@@ -197,7 +197,14 @@ fn run_fixture(path: &Path) -> String {
                         items.sort_by_key(|i| i["sortText"].as_str().unwrap_or("").to_string());
                         let lines: Vec<String> = items
                             .iter()
-                            .filter(|i| i["label"].as_str().unwrap_or("").starts_with(arg.as_str()))
+                            // As a client does: keep items whose filter text starts with the word
+                            // typed before the cursor (and with the fixture's PREFIX).
+                            .filter(|i| {
+                                let filter = i["filterText"].as_str().or(i["label"].as_str()).unwrap_or("");
+                                let start = harness::offset(&text, &i["textEdit"]["range"]["start"]);
+                                let typed = text.get(start..offset.max(start)).unwrap_or("");
+                                filter.starts_with(typed) && i["label"].as_str().unwrap_or("").starts_with(arg.as_str())
+                            })
                             .map(|i| {
                                 let mut l = format!("{}", i["label"].as_str().unwrap_or(""));
                                 if let Some(d) = i["detail"].as_str() {

@@ -224,6 +224,11 @@ fn run_graph_json_writes_every_output() {
     ] {
         assert!(ckpt.join(f).is_file(), "{f} missing");
     }
+    // The final weights are also exported where a later experiment can start from them.
+    let exported = std::fs::read(out.join("models/policy/model.safetensors")).unwrap();
+    let last = std::fs::read(ckpt.join("policy/model.safetensors")).unwrap();
+    assert_eq!(exported, last);
+    assert!(out.join("models/policy/config.json").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

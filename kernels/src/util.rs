@@ -29,7 +29,14 @@ pub(crate) fn u32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<
 /// Whether `work` scalar operations are worth spreading over candle's worker pool: small jobs
 /// stay on the caller's thread because waking workers costs more than it saves.
 pub(crate) fn threads_for(work: usize) -> usize {
-    if work < (1 << 16) {
+    threads_above(work, 1 << 18)
+}
+
+/// Like [`threads_for`] with an explicit threshold. Waking a pool worker costs microseconds on an
+/// idle machine but can cost a scheduler time slice (milliseconds) on a busy one, so cheap
+/// memory-bound loops (the fused formulas) use a high threshold.
+pub(crate) fn threads_above(work: usize, threshold: usize) -> usize {
+    if work < threshold {
         return 1;
     }
     candle_core::utils::get_num_threads()

@@ -273,7 +273,8 @@ pub fn filter_support(
             idx.select_nth_unstable_by(k - 1, order);
             idx.truncate(k);
         }
-        idx.sort_by(order);
+        // The order is total, so an unstable sort is deterministic.
+        idx.sort_unstable_by(order);
         idx
     };
     let k = if top_k == 0 { n } else { top_k.min(n) };

@@ -258,10 +258,13 @@ fn ignorable(name: &str, cfg: &ModelConfig) -> bool {
 pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<HfModel, HfError> {
     let (config, options) = load_config(dir)?;
     let varmap = VarMap::new();
-    let model = Transformer::with_options(
+    // Zero-filled variables: every one is overwritten from the files below (a missing one is
+    // an error), so drawing random values first would only cost time.
+    let model = Transformer::build(
         &config,
         options,
         VarBuilder::from_varmap(&varmap, dtype, device),
+        candle_nn::Init::Const(0.0),
     )?;
     load_weights_into(dir, &config, &varmap, dtype, device)?;
     let tokenizer = if dir.join("tokenizer.json").is_file() {

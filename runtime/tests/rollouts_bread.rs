@@ -131,7 +131,10 @@ fn branched_rollouts_splice_the_shortest_successful_prefix() {
         let prefix_ids = tok.encode(&prefix).expect("encode");
         used += prefix_ids.len();
         context.extend(&prefix_ids);
-        for s in &batch.seqs[i * n..(i + 1) * n] {
+        // Every continuation of the 3-step prefix succeeds, so the group is anchored on the
+        // failures of the longest failing probe (2 steps): half and half, mixed contexts.
+        let group = &batch.seqs[i * n..(i + 1) * n];
+        for s in &group[..n / 2] {
             assert_eq!(s.record, i);
             assert_eq!(s.prefix_steps, 3);
             assert_eq!(s.prefix_tokens, prefix_ids.len());
@@ -139,6 +142,14 @@ fn branched_rollouts_splice_the_shortest_successful_prefix() {
             assert!(s.text.starts_with(&prefix));
             assert_eq!(s.reward, 1.0);
             assert!(s.success);
+        }
+        let shorter = prefix_text(&steps, 2, "\n");
+        for s in &group[n / 2..] {
+            assert_eq!(s.record, i);
+            assert_eq!(s.prefix_steps, 2);
+            assert!(s.text.starts_with(&shorter));
+            assert_eq!(s.reward, 0.0);
+            assert!(!s.success);
         }
         assert_eq!(state.memory[r.get("prompt").expect("prompt")], 3);
     }
@@ -165,7 +176,9 @@ fn branched_rollouts_splice_the_shortest_successful_prefix() {
         }
     }
     let rewards: Vec<f32> = st.reward.as_ref().expect("reward").to_vec1().expect("1-d");
-    assert!(rewards.iter().all(|r| *r == 1.0));
+    for (r, s) in rewards.iter().zip(&batch.seqs) {
+        assert_eq!(f64::from(*r), s.reward);
+    }
 }
 
 #[test]
@@ -204,7 +217,11 @@ fn memory_bounds_later_searches_and_the_prefix_shrinks() {
         .expect("rollout");
     // Probes per group: 3 (remembered, success), then 1..3 bisected: 2, then 1.
     assert_eq!(batch.stats.search_groups, 3 * 3);
-    assert!(batch.seqs.iter().all(|s| s.prefix_steps == 1));
+    // No probe failed, so the anchoring failures are the original rollouts (no prefix).
+    for group in batch.seqs.chunks(2) {
+        assert_eq!((group[0].prefix_steps, group[0].reward), (1, 1.0));
+        assert_eq!((group[1].prefix_steps, group[1].reward), (0, 0.0));
+    }
     assert!(state.memory.values().all(|k| *k == 1));
     // The linear search finds the same prefix.
     let mut fresh = RolloutState::default();
@@ -219,7 +236,7 @@ fn memory_bounds_later_searches_and_the_prefix_shrinks() {
             &mut rng,
         )
         .expect("rollout");
-    assert!(batch.seqs.iter().all(|s| s.prefix_steps == 1));
+    assert!(batch.seqs.chunks(2).all(|g| g[0].prefix_steps == 1));
 }
 
 #[test]

@@ -110,3 +110,41 @@ fn frozen_reference_is_the_initial_policy_and_stays_put() {
     let _ = std::fs::remove_dir_all(&plain);
     let _ = std::fs::remove_dir_all(&with_ref);
 }
+
+#[test]
+fn a_preset_starts_from_an_exported_model() {
+    let a = temp_dir("init-a");
+    run(&sft_graph(&spec(1)), &RunOptions::new(&a)).unwrap();
+    let exported = a.join("models/policy");
+    assert!(exported.join("model.safetensors").is_file());
+    // Same experiment, initialised from A's result, trained with a zero learning rate: the
+    // weights it exports must be A's, bit for bit.
+    let mut g = sft_graph(&spec(1));
+    if let ModelSource::Preset { init, .. } = &mut g.models[0].source {
+        *init = Some(exported.display().to_string());
+    }
+    if let StageKind::Train(t) = &mut g.stages[0].kind {
+        t.optimizer = Optimizer::Sgd {
+            lr: Schedule::constant(0.0),
+            momentum: 0.0,
+        };
+        t.steps = 1;
+    }
+    let b = temp_dir("init-b");
+    run(&g, &RunOptions::new(&b)).unwrap();
+    let wa = std::fs::read(exported.join("model.safetensors")).unwrap();
+    let wb = std::fs::read(b.join("models/policy/model.safetensors")).unwrap();
+    assert_eq!(wa, wb);
+    // And a fresh preset (no init) differs from A's trained weights.
+    let fresh = temp_dir("init-c");
+    let mut g2 = g.clone();
+    if let ModelSource::Preset { init, .. } = &mut g2.models[0].source {
+        *init = None;
+    }
+    run(&g2, &RunOptions::new(&fresh)).unwrap();
+    let wc = std::fs::read(fresh.join("models/policy/model.safetensors")).unwrap();
+    assert_ne!(wa, wc);
+    for d in [a, b, fresh] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

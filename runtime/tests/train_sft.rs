@@ -13,7 +13,7 @@ fn sft_raises_greedy_accuracy_from_zero() {
     let spec = SftSpec {
         task: "arith",
         difficulty: 2,
-        train_size: 4000,
+        train_size: 2000,
         test_size: 100,
         steps: 200,
         batch: 16,
@@ -26,7 +26,7 @@ fn sft_raises_greedy_accuracy_from_zero() {
         },
         eval_every: 200,
         eval_limit: Some(50),
-        max_tokens: 40,
+        max_tokens: 48,
         ..SftSpec::default()
     };
     let dir = temp_dir("sft-learns");

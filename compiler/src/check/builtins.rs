@@ -54,7 +54,6 @@ impl R {
 /// Types of built-in parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum T {
-    Any,
     Num(R),
     /// A non-negative whole number.
     Int,
@@ -455,7 +454,6 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
         None
     };
     match t {
-        T::Any => Some(v),
         T::Num(_) => match v {
             Value::Num(_) => Some(v),
             Value::Quantity(x, u) => {

@@ -385,7 +385,11 @@ impl Analysis {
         }
 
         // After a number: its unit.
-        if prev_tok.is_some_and(|t| t.kind == Tok::Number && t.span.end < prefix_span.start.max(offset)) {
+        let same_line = |t: Token| {
+            let between = self.source.get(t.span.end as usize..prefix_span.start as usize).unwrap_or("\n");
+            !between.contains('\n')
+        };
+        if prev_tok.is_some_and(|t| t.kind == Tok::Number && t.span.end < prefix_span.start && same_line(t)) {
             for (u, d) in docs::UNITS.iter().filter(|(u, _)| u.ends_with('s')) {
                 out.push(mk(u, CompletionKind::Unit, None, Some((*d).to_string()), None, 0));
             }
@@ -437,7 +441,15 @@ impl Analysis {
         }
 
         // At the start of a statement: keywords and settings of the enclosing block.
-        if prev.is_none() || self.starts_statement(&toks, prev.map_or(0, |i| i + 1)) {
+        let at_statement_start = match prev_tok {
+            None => true,
+            Some(p) => {
+                let between = self.source.get(p.span.end as usize..prefix_span.start as usize).unwrap_or("");
+                let closes = matches!(self.text(p), "{" | "}" | ";" | ")" | "]");
+                closes || (between.contains('\n') && p.kind != Tok::Punct)
+            }
+        };
+        if at_statement_start {
             let block = self.block_at(offset);
             let kws: &[&str] = match block {
                 None => &["use", "experiment", "model", "data", "reward", "objective", "rollout", "const"],

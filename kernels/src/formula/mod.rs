@@ -27,7 +27,11 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Storage, Tensor, bail};
 use post_graph::{Axis, BinaryOp, Expr, Graph, Quantity, Reduce, StageKind, UnaryOp};
 
-use crate::util::{f32_data, par_rows, threads_for};
+use crate::util::{f32_data, par_rows, threads_above};
+
+/// Token count from which a fused formula kernel spreads rows over candle's worker pool (below
+/// it, one thread is faster than waking the pool: the kernels are memory-bound).
+const FORMULA_PAR_ELEMS: usize = 1 << 21;
 use jit::JitKernel;
 use region::{CompiledRegion, Leaf, LeafSource, RegionKind};
 
@@ -663,7 +667,7 @@ impl RegionOp {
             match self.region.kind {
                 RegionKind::Token => {
                     let mut out = vec![0.0f32; self.rows];
-                    par_rows(&mut out, 1, threads_for(self.rows * n * cols.len()), |r0, o| {
+                    par_rows(&mut out, 1, threads_above(self.rows * n, FORMULA_PAR_ELEMS), |r0, o| {
                         for (k, v) in o.iter_mut().enumerate() {
                             let r = r0 + k;
                             let ptrs: Vec<*const f32> = cols.iter().map(|c| c[r * n..].as_ptr()).collect();
@@ -727,7 +731,7 @@ impl RegionBwd<'_> {
                 let mut out = vec![0.0f32; f.rows * n];
                 with_cpu_slices(&f.cols, |cols| {
                     if n > 0 {
-                        par_rows(&mut out, n, threads_for(f.rows * n * cols.len()), |r0, o| {
+                        par_rows(&mut out, n, threads_above(f.rows * n, FORMULA_PAR_ELEMS), |r0, o| {
                             let mut u = vec![0.0f32; nu + 1];
                             for (k, orow) in o.chunks_mut(n).enumerate() {
                                 let r = r0 + k;

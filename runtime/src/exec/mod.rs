@@ -7,12 +7,17 @@
 //!    every sequence is tokenized and checked against the model's context;
 //! 3. models are built (presets from the seed, Hugging Face directories, frozen copies), a
 //!    checkpoint is restored when resuming, and the memory estimate is printed and checked;
-//! 4. stages run in order. Each step: take the next batch (deterministic order), fill every
-//!    slot (policy log-probabilities with gradient, reference log-probabilities, masks), evaluate
-//!    the objective's loss, backpropagate, accumulate over micro-batches, clip, and apply the
-//!    optimiser with the scheduled learning rate. `eval` blocks run before a stage's first step,
-//!    every `every` steps and after its last step. Checkpoints are written every
-//!    `checkpoint_every` steps and at the end of each stage.
+//! 4. stages run in order, each with a fresh optimiser of its own settings. Each step: take the
+//!    next records (deterministic order); sample every rollout slot once for the whole batch
+//!    (`crate::rollouts`: groups of n, BREAD's branched groups, rewards); then for each of the
+//!    objective's `updates_per_batch` updates and each gradient-accumulation micro-batch, fill
+//!    every slot (policy log-probabilities with gradient, the frozen reference's, `old_logp`
+//!    fixed at the first update, completion-only masks, rewards), evaluate the loss
+//!    (`crate::objectives::evaluate_loss`), backpropagate and accumulate; average, clip by
+//!    global norm, and apply the optimiser with the scheduled learning rate. `eval` blocks run
+//!    before a stage's first step, every `every` steps and after its last step. Checkpoints are
+//!    written every `checkpoint_every` steps and at the end of each stage; at the end of the run
+//!    the trained models are exported to `<out>/models/<name>/`.
 //!
 //! A non-finite loss or gradient norm stops the run at that step, before the update, naming it
 //! and the last good checkpoint.
@@ -775,6 +780,7 @@ pub fn run_with_log(
     match result {
         Ok(Some(step)) => Ok(RunOutcome::Stopped { step }),
         Ok(None) => {
+            runner.export_models()?;
             let summary = runner.write_summary(None)?;
             Ok(RunOutcome::Finished(Box::new(summary)))
         }
@@ -807,6 +813,32 @@ impl Runner<'_> {
         output::write_plot(&plot, &self.graph.experiment, &self.records)
             .map_err(|e| io_err(&plot, e))?;
         Ok(summary)
+    }
+
+    /// Save every trained model to `<out>/models/<name>/` (a Hugging Face directory with the
+    /// tokenizer): the stable path a later experiment starts from (`init = ...`).
+    fn export_models(&self) -> Result<(), RunError> {
+        for (name, entry) in &self.models {
+            if entry.varmap.is_none() {
+                continue;
+            }
+            let dir = self.opts.out_dir.join("models").join(name);
+            let tmp = self
+                .opts
+                .out_dir
+                .join("models")
+                .join(format!(".{name}.tmp"));
+            if tmp.exists() {
+                std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
+            }
+            crate::hf::save(&tmp, &entry.model, Some(&self.tokenizer))
+                .map_err(|e| io_err(&tmp, e))?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            }
+            std::fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
+        }
+        Ok(())
     }
 
     fn append(&mut self, record: StepRecord) -> Result<(), RunError> {

@@ -99,8 +99,8 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(vb: VarBuilder, out_dim: usize, in_dim: usize, bias: bool) -> Result<Self> {
-        let weight = vb.get_with_hints((out_dim, in_dim), "weight", init_normal())?;
+    fn new(vb: VarBuilder, out_dim: usize, in_dim: usize, bias: bool, init: Init) -> Result<Self> {
+        let weight = vb.get_with_hints((out_dim, in_dim), "weight", init)?;
         let bias = if bias {
             Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?)
         } else {
@@ -162,15 +162,15 @@ struct LayerKv {
 }
 
 impl Attention {
-    fn new(cfg: &ModelConfig, opts: &ModelOptions, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &ModelConfig, opts: &ModelOptions, vb: VarBuilder, init: Init) -> Result<Self> {
         let head_dim = cfg.hidden_size / cfg.num_heads;
         let h = cfg.hidden_size;
         let kv = cfg.num_kv_heads * head_dim;
         Ok(Self {
-            q: Linear::new(vb.pp("q_proj"), h, h, opts.attention_bias)?,
-            k: Linear::new(vb.pp("k_proj"), kv, h, opts.attention_bias)?,
-            v: Linear::new(vb.pp("v_proj"), kv, h, opts.attention_bias)?,
-            o: Linear::new(vb.pp("o_proj"), h, h, false)?,
+            q: Linear::new(vb.pp("q_proj"), h, h, opts.attention_bias, init)?,
+            k: Linear::new(vb.pp("k_proj"), kv, h, opts.attention_bias, init)?,
+            v: Linear::new(vb.pp("v_proj"), kv, h, opts.attention_bias, init)?,
+            o: Linear::new(vb.pp("o_proj"), h, h, false, init)?,
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim,
@@ -246,12 +246,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &ModelConfig, vb: VarBuilder, init: Init) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate: Linear::new(vb.pp("gate_proj"), i, h, false)?,
-            up: Linear::new(vb.pp("up_proj"), i, h, false)?,
-            down: Linear::new(vb.pp("down_proj"), h, i, false)?,
+            gate: Linear::new(vb.pp("gate_proj"), i, h, false, init)?,
+            up: Linear::new(vb.pp("up_proj"), i, h, false, init)?,
+            down: Linear::new(vb.pp("down_proj"), h, i, false, init)?,
         })
     }
 
@@ -363,16 +363,26 @@ impl Transformer {
     }
 
     pub fn with_options(cfg: &ModelConfig, opts: ModelOptions, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, opts, vb, init_normal())
+    }
+
+    /// `weight_init`: how a `VarMap`-backed builder fills new weight matrices.
+    pub(crate) fn build(
+        cfg: &ModelConfig,
+        opts: ModelOptions,
+        vb: VarBuilder,
+        weight_init: Init,
+    ) -> Result<Self> {
         validate_config(cfg).map_err(candle_core::Error::Msg)?;
         let m = vb.pp("model");
         let h = cfg.hidden_size;
-        let embed = m.get_with_hints((cfg.vocab_size, h), "embed_tokens.weight", init_normal())?;
+        let embed = m.get_with_hints((cfg.vocab_size, h), "embed_tokens.weight", weight_init)?;
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let l = m.pp("layers").pp(i);
             blocks.push(Block {
-                attn: Attention::new(cfg, &opts, l.pp("self_attn"))?,
-                mlp: Mlp::new(cfg, l.pp("mlp"))?,
+                attn: Attention::new(cfg, &opts, l.pp("self_attn"), weight_init)?,
+                mlp: Mlp::new(cfg, l.pp("mlp"), weight_init)?,
                 ln1: l.get_with_hints(h, "input_layernorm.weight", Init::Const(1.0))?,
                 ln2: l.get_with_hints(h, "post_attention_layernorm.weight", Init::Const(1.0))?,
             });
@@ -381,7 +391,7 @@ impl Transformer {
         let lm_head = if cfg.tie_embeddings {
             None
         } else {
-            Some(vb.get_with_hints((cfg.vocab_size, h), "lm_head.weight", init_normal())?)
+            Some(vb.get_with_hints((cfg.vocab_size, h), "lm_head.weight", weight_init)?)
         };
         let (cos, sin) = rope_tables(cfg, vb.dtype(), vb.device())?;
         Ok(Self {
@@ -409,7 +419,7 @@ impl Transformer {
         // Const init is cheap; the values are replaced below with seeded draws (candle's own
         // Randn init uses an unseeded thread RNG).
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
-        let model = Self::with_options(cfg, opts, vb)?;
+        let model = Self::build(cfg, opts, vb, Init::Const(0.0))?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let data = varmap
             .data()

@@ -17,12 +17,16 @@
 //!    model improves: the curriculum), a failure moves it to `k+1..L`;
 //! 3. the group trained on is the `n` continuations at the shortest successful `k` (if no
 //!    prefix succeeds, the original group, whose equal rewards give zero advantage). Its
-//!    context is prompt + prefix: the prefix tokens are context and carry no loss.
+//!    context is prompt + prefix: the prefix tokens are context and carry no loss. When every
+//!    continuation at `k` succeeds, equal rewards would again give zero advantage, so the group
+//!    keeps the first `ceil(n/2)` of them and is filled with failures of the longest failing
+//!    probe (or of the original rollouts): a group with mixed contexts, whose advantage pushes
+//!    up the anchored successes and down what the model writes at the boundary.
 //!
-//! A batch thus mixes groups with different contexts (prompt only, prompt + prefixes of various
-//! lengths); advantages are computed within each group, over consecutive runs of `n` sequences.
-//! Rewards of branched samples are computed on prefix + completion text, so answer and format
-//! checks see the whole solution.
+//! A batch thus mixes contexts (prompt only, prompt + prefixes of various lengths, within and
+//! across groups); advantages are computed within each group, over consecutive runs of `n`
+//! sequences. Rewards of branched samples are computed on prefix + completion text, so answer
+//! and format checks see the whole solution.
 //!
 //! Accounting: a group "uses" the tokens of the prefix it trains with; the expert tokens
 //! "available" are the whole trace of every group's problem. The cumulative ratio is BREAD's
