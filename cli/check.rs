@@ -36,7 +36,10 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     if errors > 0 {
-        eprintln!("{errors} error(s) in {bad_files} of {} file(s)", files.len());
+        eprintln!(
+            "{errors} error(s) in {bad_files} of {} file(s)",
+            files.len()
+        );
         ExitCode::from(1)
     } else {
         eprintln!("checked {} file(s): no errors", files.len());

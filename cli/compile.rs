@@ -37,11 +37,17 @@ pub fn run(args: Args) -> ExitCode {
         eprint!("{}", render(d, &args.file, &c.source, color));
     }
     if c.has_errors() {
-        eprintln!("{} error(s); no graph written", c.diagnostics.iter().filter(|d| d.is_error()).count());
+        eprintln!(
+            "{} error(s); no graph written",
+            c.diagnostics.iter().filter(|d| d.is_error()).count()
+        );
         return ExitCode::from(1);
     }
     let Some(graph) = &c.graph else {
-        eprintln!("error: `{}` defines no experiment (it is a library of definitions)", args.file);
+        eprintln!(
+            "error: `{}` defines no experiment (it is a library of definitions)",
+            args.file
+        );
         return ExitCode::from(1);
     };
     let defaults = c.defaults_report();

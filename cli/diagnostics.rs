@@ -46,7 +46,10 @@ impl miette::Diagnostic for Report<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        self.d.help.as_ref().map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
+        self.d
+            .help
+            .as_ref()
+            .map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -59,7 +62,10 @@ impl miette::Diagnostic for Report<'_> {
             span(self.d.primary.span, self.len),
         )];
         for l in &self.d.secondary {
-            v.push(LabeledSpan::new_with_span(Some(l.message.clone()), span(l.span, self.len)));
+            v.push(LabeledSpan::new_with_span(
+                Some(l.message.clone()),
+                span(l.span, self.len),
+            ));
         }
         Some(Box::new(v.into_iter()))
     }
@@ -73,12 +79,19 @@ pub fn render(d: &Diagnostic, path: &str, source: &str, color: bool) -> String {
         src: NamedSource::new(path, source.to_string()),
         len: source.len(),
     };
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
     let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
     let mut out = String::new();
     if handler.render_report(&mut out, &report).is_err() {
         // Rendering into a String cannot fail in practice; fall back to a one-line form.
-        out = format!("error[{}]: {} at {}:{}\n", d.code, d.message, path, d.primary.span.start);
+        out = format!(
+            "error[{}]: {} at {}:{}\n",
+            d.code, d.message, path, d.primary.span.start
+        );
     }
     out
 }

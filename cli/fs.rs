@@ -19,7 +19,9 @@ impl FileSystem for OsFs {
             return Err(FsError::IsDirectory);
         }
         if meta.len() > MAX_FILE_BYTES {
-            return Err(FsError::Other(format!("file is larger than {MAX_FILE_BYTES} bytes")));
+            return Err(FsError::Other(format!(
+                "file is larger than {MAX_FILE_BYTES} bytes"
+            )));
         }
         let bytes = std::fs::read(p).map_err(io_error)?;
         String::from_utf8(bytes).map_err(|e| FsError::InvalidUtf8 {
@@ -71,7 +73,9 @@ pub fn expand(paths: &[String]) -> (Vec<String>, Vec<String>) {
             let mut found: Vec<String> = walkdir::WalkDir::new(path)
                 .into_iter()
                 .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "post"))
+                .filter(|e| {
+                    e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "post")
+                })
                 .map(|e| e.path().to_string_lossy().into_owned())
                 .collect();
             found.sort();

@@ -37,11 +37,18 @@ fn examples_and_stdlib_are_formatted() {
 #[test]
 fn errors_exit_1_and_usage_errors_exit_2() {
     let bad = scratch("bad.post");
-    std::fs::write(&bad, "experiment e {\n  model policy = preset(\"tiny\")\n  model reference = frozen(polcy)\n}\n").expect("write");
+    std::fs::write(
+        &bad,
+        "experiment e {\n  model policy = preset(\"tiny\")\n  model reference = frozen(polcy)\n}\n",
+    )
+    .expect("write");
     let o = post(&["check", bad.to_str().expect("utf-8 path")]);
     assert_eq!(code(&o), 1);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("E0101") && err.contains("did you mean `policy`?"), "{err}");
+    assert!(
+        err.contains("E0101") && err.contains("did you mean `policy`?"),
+        "{err}"
+    );
     assert_eq!(code(&post(&["check", "no/such/file.post"])), 2);
     assert_eq!(code(&post(&["check"])), 2);
     assert_eq!(code(&post(&["frobnicate"])), 2);
@@ -56,7 +63,10 @@ fn compile_prints_versioned_graph_and_defaults() {
     assert_eq!(g.experiment, "quickstart");
     assert!(!g.defaults_applied.is_empty());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("defaults applied") && err.contains("stage sft.grad_clip = 1"), "{err}");
+    assert!(
+        err.contains("defaults applied") && err.contains("stage sft.grad_clip = 1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,7 +85,10 @@ fn hostile_files_do_not_panic() {
 
     let empty = scratch("empty.post");
     std::fs::write(&empty, "").expect("write");
-    assert_eq!(code(&post(&["check", empty.to_str().expect("utf-8 path")])), 0);
+    assert_eq!(
+        code(&post(&["check", empty.to_str().expect("utf-8 path")])),
+        0
+    );
 
     let deep = scratch("deep.post");
     std::fs::write(&deep, format!("const x = {}", "[".repeat(100_000))).expect("write");
@@ -84,7 +97,11 @@ fn hostile_files_do_not_panic() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("E0004"));
 
     let huge = scratch("huge.post");
-    std::fs::write(&huge, "// filler\n".repeat(300_000) + "experiment e {\n  seed = \n}\n").expect("write");
+    std::fs::write(
+        &huge,
+        "// filler\n".repeat(300_000) + "experiment e {\n  seed = \n}\n",
+    )
+    .expect("write");
     let o = post(&["check", huge.to_str().expect("utf-8 path")]);
     assert_eq!(code(&o), 1);
     for p in [bin, empty, deep, huge] {

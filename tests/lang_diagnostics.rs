@@ -17,7 +17,9 @@ fn exp(body: &str) -> String {
 }
 
 fn stage(settings: &str) -> String {
-    exp(&format!("  stage s {{\n    data = train\n    steps = 10\n{settings}  }}\n"))
+    exp(&format!(
+        "  stage s {{\n    data = train\n    steps = 10\n{settings}  }}\n"
+    ))
 }
 
 fn cases() -> Vec<(&'static str, String)> {

@@ -20,8 +20,15 @@ use harness::{draw, position, redact, start, uri_of};
 use serde_json::{Value, json};
 
 enum Cmd {
-    At { offset: usize, op: String, arg: String },
-    Doc { op: String, arg: String },
+    At {
+        offset: usize,
+        op: String,
+        arg: String,
+    },
+    Doc {
+        op: String,
+        arg: String,
+    },
 }
 
 fn parse_fixture(raw: &str) -> (String, Vec<Cmd>) {
@@ -33,24 +40,31 @@ fn parse_fixture(raw: &str) -> (String, Vec<Cmd>) {
         if let Some(rest) = trimmed.strip_prefix("// @ ") {
             let rest = rest.trim_end();
             let (op, arg) = rest.split_once(' ').unwrap_or((rest, ""));
-            cmds.push(Cmd::Doc { op: op.into(), arg: arg.into() });
+            cmds.push(Cmd::Doc {
+                op: op.into(),
+                arg: arg.into(),
+            });
             continue;
         }
-        if let Some(rest) = trimmed.strip_prefix("//") {
-            if rest.trim_start().starts_with('^') {
-                let caret_col = line.chars().take_while(|c| *c != '^').count();
-                let request = rest.trim_start().trim_start_matches('^').trim();
-                let (op, arg) = request.split_once(' ').unwrap_or((request, ""));
-                let start = prev_line_start.expect("a caret line follows a source line");
-                let target = &text[start..];
-                let offset = start
-                    + target
-                        .char_indices()
-                        .nth(caret_col)
-                        .map_or(target.trim_end_matches('\n').len(), |(i, _)| i);
-                cmds.push(Cmd::At { offset, op: op.into(), arg: arg.into() });
-                continue;
-            }
+        if let Some(rest) = trimmed.strip_prefix("//")
+            && rest.trim_start().starts_with('^')
+        {
+            let caret_col = line.chars().take_while(|c| *c != '^').count();
+            let request = rest.trim_start().trim_start_matches('^').trim();
+            let (op, arg) = request.split_once(' ').unwrap_or((request, ""));
+            let start = prev_line_start.expect("a caret line follows a source line");
+            let target = &text[start..];
+            let offset = start
+                + target
+                    .char_indices()
+                    .nth(caret_col)
+                    .map_or(target.trim_end_matches('\n').len(), |(i, _)| i);
+            cmds.push(Cmd::At {
+                offset,
+                op: op.into(),
+                arg: arg.into(),
+            });
+            continue;
         }
         prev_line_start = Some(text.len());
         text.push_str(line);
@@ -113,7 +127,11 @@ fn changed_lines(before: &str, after: &str) -> String {
 fn render_markup(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Object(o) => o.get("value").and_then(Value::as_str).unwrap_or("").to_string(),
+        Value::Object(o) => o
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
         _ => String::new(),
     }
 }
@@ -139,7 +157,13 @@ fn run_fixture(path: &Path) -> String {
             Cmd::At { offset, op, arg } => {
                 let pos = position(&original, offset);
                 let cursor = json!({ "start": pos, "end": pos });
-                let _ = writeln!(out, "== {op}{}{} at {} ==", if arg.is_empty() { "" } else { " " }, arg, show_range(&cursor).split('-').next().unwrap_or(""));
+                let _ = writeln!(
+                    out,
+                    "== {op}{}{} at {} ==",
+                    if arg.is_empty() { "" } else { " " },
+                    arg,
+                    show_range(&cursor).split('-').next().unwrap_or("")
+                );
                 let _ = writeln!(out, "{}", draw(&original, &cursor));
                 let params = json!({ "textDocument": doc, "position": pos });
                 let body = match op.as_str() {
@@ -155,7 +179,9 @@ fn run_fixture(path: &Path) -> String {
                         }
                     }
                     "definition" => {
-                        let r = client.request("textDocument/definition", params).expect("definition");
+                        let r = client
+                            .request("textDocument/definition", params)
+                            .expect("definition");
                         match &r["result"] {
                             Value::Null => "(no definition)".into(),
                             loc => location_text(loc, &uri, &text, fixtures),
@@ -164,16 +190,23 @@ fn run_fixture(path: &Path) -> String {
                     "references" => {
                         let mut p = params;
                         p["context"] = json!({ "includeDeclaration": true });
-                        let r = client.request("textDocument/references", p).expect("references");
+                        let r = client
+                            .request("textDocument/references", p)
+                            .expect("references");
                         let locs = r["result"].as_array().cloned().unwrap_or_default();
                         if locs.is_empty() {
                             "(no references)".into()
                         } else {
-                            locs.iter().map(|l| location_text(l, &uri, &text, fixtures)).collect::<Vec<_>>().join("\n")
+                            locs.iter()
+                                .map(|l| location_text(l, &uri, &text, fixtures))
+                                .collect::<Vec<_>>()
+                                .join("\n")
                         }
                     }
                     "prepare-rename" => {
-                        let r = client.request("textDocument/prepareRename", params).expect("prepareRename");
+                        let r = client
+                            .request("textDocument/prepareRename", params)
+                            .expect("prepareRename");
                         match r.get("error") {
                             Some(e) => format!("error: {}", e["message"].as_str().unwrap_or("")),
                             None => draw(&text, &r["result"]),
@@ -186,61 +219,88 @@ fn run_fixture(path: &Path) -> String {
                         match r.get("error") {
                             Some(e) => format!("error: {}", e["message"].as_str().unwrap_or("")),
                             None => {
-                                let edits = r["result"]["changes"][&uri].as_array().cloned().unwrap_or_default();
-                                format!("{} edits\n{}", edits.len(), changed_lines(&text, &apply_edits(&text, &edits)))
+                                let edits = r["result"]["changes"][&uri]
+                                    .as_array()
+                                    .cloned()
+                                    .unwrap_or_default();
+                                format!(
+                                    "{} edits\n{}",
+                                    edits.len(),
+                                    changed_lines(&text, &apply_edits(&text, &edits))
+                                )
                             }
                         }
                     }
                     "completion" => {
-                        let r = client.request("textDocument/completion", params).expect("completion");
-                        let mut items = r["result"]["items"].as_array().cloned().unwrap_or_default();
+                        let r = client
+                            .request("textDocument/completion", params)
+                            .expect("completion");
+                        let mut items =
+                            r["result"]["items"].as_array().cloned().unwrap_or_default();
                         items.sort_by_key(|i| i["sortText"].as_str().unwrap_or("").to_string());
                         let lines: Vec<String> = items
                             .iter()
                             // As a client does: keep items whose filter text starts with the word
                             // typed before the cursor (and with the fixture's PREFIX).
                             .filter(|i| {
-                                let filter = i["filterText"].as_str().or(i["label"].as_str()).unwrap_or("");
-                                let start = harness::offset(&text, &i["textEdit"]["range"]["start"]);
+                                let filter = i["filterText"]
+                                    .as_str()
+                                    .or(i["label"].as_str())
+                                    .unwrap_or("");
+                                let start =
+                                    harness::offset(&text, &i["textEdit"]["range"]["start"]);
                                 let typed = text.get(start..offset.max(start)).unwrap_or("");
-                                filter.starts_with(typed) && i["label"].as_str().unwrap_or("").starts_with(arg.as_str())
+                                filter.starts_with(typed)
+                                    && i["label"].as_str().unwrap_or("").starts_with(arg.as_str())
                             })
                             .map(|i| {
-                                let mut l = format!("{}", i["label"].as_str().unwrap_or(""));
+                                let mut l = i["label"].as_str().unwrap_or("").to_string();
                                 if let Some(d) = i["detail"].as_str() {
                                     let _ = write!(l, "  — {d}");
                                 }
                                 if let Some(e) = i["additionalTextEdits"].as_array() {
                                     for e in e {
-                                        let _ = write!(l, "  [+ {:?} at {}]", e["newText"].as_str().unwrap_or(""), show_range(&e["range"]));
+                                        let _ = write!(
+                                            l,
+                                            "  [+ {:?} at {}]",
+                                            e["newText"].as_str().unwrap_or(""),
+                                            show_range(&e["range"])
+                                        );
                                     }
                                 }
                                 l
                             })
                             .collect();
-                        if lines.is_empty() { "(no completions)".into() } else { lines.join("\n") }
+                        if lines.is_empty() {
+                            "(no completions)".into()
+                        } else {
+                            lines.join("\n")
+                        }
                     }
                     "signature" => {
-                        let r = client.request("textDocument/signatureHelp", params).expect("signatureHelp");
+                        let r = client
+                            .request("textDocument/signatureHelp", params)
+                            .expect("signatureHelp");
                         match r["result"]["signatures"].get(0) {
                             None => "(no signature)".into(),
                             Some(sig) => {
                                 let label = sig["label"].as_str().unwrap_or("");
                                 let active = sig["activeParameter"].as_u64();
-                                let marked = match active.and_then(|a| sig["parameters"].get(a as usize)) {
-                                    Some(p) => {
-                                        let utf16: Vec<u16> = label.encode_utf16().collect();
-                                        let a = p["label"][0].as_u64().unwrap_or(0) as usize;
-                                        let b = p["label"][1].as_u64().unwrap_or(0) as usize;
-                                        format!(
-                                            "{}[{}]{}",
-                                            String::from_utf16_lossy(&utf16[..a]),
-                                            String::from_utf16_lossy(&utf16[a..b]),
-                                            String::from_utf16_lossy(&utf16[b..])
-                                        )
-                                    }
-                                    None => label.to_string(),
-                                };
+                                let marked =
+                                    match active.and_then(|a| sig["parameters"].get(a as usize)) {
+                                        Some(p) => {
+                                            let utf16: Vec<u16> = label.encode_utf16().collect();
+                                            let a = p["label"][0].as_u64().unwrap_or(0) as usize;
+                                            let b = p["label"][1].as_u64().unwrap_or(0) as usize;
+                                            format!(
+                                                "{}[{}]{}",
+                                                String::from_utf16_lossy(&utf16[..a]),
+                                                String::from_utf16_lossy(&utf16[a..b]),
+                                                String::from_utf16_lossy(&utf16[b..])
+                                            )
+                                        }
+                                        None => label.to_string(),
+                                    };
                                 format!("{marked}\nactive parameter: {active:?}")
                             }
                         }
@@ -250,7 +310,12 @@ fn run_fixture(path: &Path) -> String {
                 let _ = writeln!(out, "{}\n", redact(&body, fixtures));
             }
             Cmd::Doc { op, arg } => {
-                let _ = writeln!(out, "== {op}{}{} ==", if arg.is_empty() { "" } else { " " }, arg);
+                let _ = writeln!(
+                    out,
+                    "== {op}{}{} ==",
+                    if arg.is_empty() { "" } else { " " },
+                    arg
+                );
                 let body = match op.as_str() {
                     "change" => {
                         let (old, new) = arg.split_once(" =>").expect("change OLD => NEW");
@@ -270,26 +335,51 @@ fn run_fixture(path: &Path) -> String {
                     "diagnostics" => {
                         let v = version;
                         let n = client
-                            .wait_for("textDocument/publishDiagnostics", |p| p["uri"] == uri.as_str() && p["version"] == v)
+                            .wait_for("textDocument/publishDiagnostics", |p| {
+                                p["uri"] == uri.as_str() && p["version"] == v
+                            })
                             .expect("diagnostics");
-                        let diags = n["params"]["diagnostics"].as_array().cloned().unwrap_or_default();
+                        let diags = n["params"]["diagnostics"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default();
                         if diags.is_empty() {
                             "(no diagnostics)".into()
                         } else {
                             let mut s = String::new();
                             for d in diags {
-                                let sev = match d["severity"].as_u64() { Some(1) => "error", Some(2) => "warning", _ => "info" };
-                                let _ = writeln!(s, "{sev}[{}] {}: {}", d["code"].as_str().unwrap_or(""), show_range(&d["range"]), d["message"].as_str().unwrap_or(""));
+                                let sev = match d["severity"].as_u64() {
+                                    Some(1) => "error",
+                                    Some(2) => "warning",
+                                    _ => "info",
+                                };
+                                let _ = writeln!(
+                                    s,
+                                    "{sev}[{}] {}: {}",
+                                    d["code"].as_str().unwrap_or(""),
+                                    show_range(&d["range"]),
+                                    d["message"].as_str().unwrap_or("")
+                                );
                                 let _ = writeln!(s, "{}", draw(&text, &d["range"]));
                                 for r in d["relatedInformation"].as_array().into_iter().flatten() {
-                                    let _ = writeln!(s, "  related: {}\n{}", r["message"].as_str().unwrap_or(""), draw(&text, &r["location"]["range"]));
+                                    let _ = writeln!(
+                                        s,
+                                        "  related: {}\n{}",
+                                        r["message"].as_str().unwrap_or(""),
+                                        draw(&text, &r["location"]["range"])
+                                    );
                                 }
                             }
                             s
                         }
                     }
                     "symbols" => {
-                        let r = client.request("textDocument/documentSymbol", json!({ "textDocument": doc })).expect("documentSymbol");
+                        let r = client
+                            .request(
+                                "textDocument/documentSymbol",
+                                json!({ "textDocument": doc }),
+                            )
+                            .expect("documentSymbol");
                         fn walk(v: &Value, depth: usize, s: &mut String) {
                             for sym in v.as_array().into_iter().flatten() {
                                 let _ = writeln!(
@@ -299,7 +389,10 @@ fn run_fixture(path: &Path) -> String {
                                     sym["name"].as_str().unwrap_or(""),
                                     sym["kind"],
                                     show_range(&sym["selectionRange"]),
-                                    sym["detail"].as_str().map(|d| format!(" — {d}")).unwrap_or_default()
+                                    sym["detail"]
+                                        .as_str()
+                                        .map(|d| format!(" — {d}"))
+                                        .unwrap_or_default()
                                 );
                                 walk(&sym["children"], depth + 1, s);
                             }
@@ -316,14 +409,41 @@ fn run_fixture(path: &Path) -> String {
                             Some(e) => format!("error: {}", e["message"].as_str().unwrap_or("")),
                             None => {
                                 let edits = r["result"].as_array().cloned().unwrap_or_default();
-                                if edits.is_empty() { "(already formatted)".into() } else { apply_edits(&text, &edits) }
+                                if edits.is_empty() {
+                                    "(already formatted)".into()
+                                } else {
+                                    apply_edits(&text, &edits)
+                                }
                             }
                         }
                     }
                     "tokens" => {
-                        let r = client.request("textDocument/semanticTokens/full", json!({ "textDocument": doc })).expect("semanticTokens");
-                        let data: Vec<u64> = r["result"]["data"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
-                        const TYPES: &[&str] = &["keyword", "comment", "string", "number", "operator", "function", "variable", "parameter", "property", "type", "namespace", "enumMember"];
+                        let r = client
+                            .request(
+                                "textDocument/semanticTokens/full",
+                                json!({ "textDocument": doc }),
+                            )
+                            .expect("semanticTokens");
+                        let data: Vec<u64> = r["result"]["data"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_u64)
+                            .collect();
+                        const TYPES: &[&str] = &[
+                            "keyword",
+                            "comment",
+                            "string",
+                            "number",
+                            "operator",
+                            "function",
+                            "variable",
+                            "parameter",
+                            "property",
+                            "type",
+                            "namespace",
+                            "enumMember",
+                        ];
                         let mut s = String::new();
                         let (mut line, mut col) = (0u64, 0u64);
                         for t in data.chunks(5) {
@@ -335,9 +455,25 @@ fn run_fixture(path: &Path) -> String {
                             let a = harness::offset(&text, &start);
                             let b = harness::offset(&text, &end);
                             let mut m = Vec::new();
-                            if mods & 1 != 0 { m.push("declaration"); }
-                            if mods & 2 != 0 { m.push("defaultLibrary"); }
-                            let _ = writeln!(s, "{}:{} {:?} {}{}", line + 1, col + 1, &text[a..b], TYPES.get(ty as usize).unwrap_or(&"?"), if m.is_empty() { String::new() } else { format!(" +{}", m.join(" +")) });
+                            if mods & 1 != 0 {
+                                m.push("declaration");
+                            }
+                            if mods & 2 != 0 {
+                                m.push("defaultLibrary");
+                            }
+                            let _ = writeln!(
+                                s,
+                                "{}:{} {:?} {}{}",
+                                line + 1,
+                                col + 1,
+                                &text[a..b],
+                                TYPES.get(ty as usize).unwrap_or(&"?"),
+                                if m.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" +{}", m.join(" +"))
+                                }
+                            );
                         }
                         s
                     }

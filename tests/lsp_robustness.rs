@@ -49,18 +49,35 @@ fn garbage_and_out_of_range_positions_are_answered() {
         .notify("textDocument/didOpen", json!({ "textDocument": { "uri": uri, "languageId": "post", "version": 0, "text": text } }))
         .expect("didOpen");
     let lines = text.lines().count() as u64;
-    let positions = [(0, 0), (1, 3), (lines, 0), (lines + 1000, 5), (2, 100_000), (u32::MAX as u64, u32::MAX as u64), (3, 250)];
+    let positions = [
+        (0, 0),
+        (1, 3),
+        (lines, 0),
+        (lines + 1000, 5),
+        (2, 100_000),
+        (u32::MAX as u64, u32::MAX as u64),
+        (3, 250),
+    ];
     for method in METHODS {
         for (l, c) in positions {
-            let r = client.request(method, params(&uri, l, c)).expect("an answer");
-            assert!(r.get("result").is_some() || r.get("error").is_some(), "{method} {l}:{c}: {r}");
+            let r = client
+                .request(method, params(&uri, l, c))
+                .expect("an answer");
+            assert!(
+                r.get("result").is_some() || r.get("error").is_some(),
+                "{method} {l}:{c}: {r}"
+            );
             if let Some(e) = r.get("error") {
                 // Errors are deliberate refusals (e.g. nothing to rename), never internal ones.
                 assert_ne!(e["code"], -32603, "{method} {l}:{c} failed internally: {e}");
             }
         }
     }
-    for method in ["textDocument/documentSymbol", "textDocument/semanticTokens/full", "textDocument/formatting"] {
+    for method in [
+        "textDocument/documentSymbol",
+        "textDocument/semanticTokens/full",
+        "textDocument/formatting",
+    ] {
         let r = client
             .request(method, json!({ "textDocument": { "uri": uri }, "options": { "tabSize": 2, "insertSpaces": true } }))
             .expect("an answer");
@@ -81,16 +98,31 @@ fn garbage_and_out_of_range_positions_are_answered() {
     let d = client
         .wait_for("textDocument/publishDiagnostics", |p| p["version"] == 1)
         .expect("diagnostics after the change");
-    assert!(d["params"]["diagnostics"].as_array().is_some_and(|a| !a.is_empty()));
+    assert!(
+        d["params"]["diagnostics"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    );
     // Unknown documents, unknown methods, malformed parameters.
-    let r = client.request("textDocument/hover", params("file:///nowhere.post", 0, 0)).expect("answer");
+    let r = client
+        .request("textDocument/hover", params("file:///nowhere.post", 0, 0))
+        .expect("answer");
     assert!(r.get("error").is_some(), "{r}");
-    let r = client.request("post/noSuchMethod", json!({})).expect("answer");
+    let r = client
+        .request("post/noSuchMethod", json!({}))
+        .expect("answer");
     assert_eq!(r["error"]["code"], -32601);
-    let r = client.request("textDocument/hover", json!({ "nonsense": true })).expect("answer");
+    let r = client
+        .request("textDocument/hover", json!({ "nonsense": true }))
+        .expect("answer");
     assert_eq!(r["error"]["code"], -32602);
     // Still serving.
-    let r = client.request("textDocument/documentSymbol", json!({ "textDocument": { "uri": uri } })).expect("answer");
+    let r = client
+        .request(
+            "textDocument/documentSymbol",
+            json!({ "textDocument": { "uri": uri } }),
+        )
+        .expect("answer");
     assert!(r.get("result").is_some(), "{r}");
     assert!(client.shutdown().expect("shutdown").success());
 }
@@ -104,18 +136,40 @@ fn a_panicking_handler_is_reported_and_the_server_keeps_serving() {
         .notify("textDocument/didOpen", json!({ "textDocument": { "uri": uri, "languageId": "post", "version": 0, "text": text } }))
         .expect("didOpen");
     for _ in 0..3 {
-        let r = client.request("post/panic", json!({})).expect("an answer to the panicking request");
+        let r = client
+            .request("post/panic", json!({}))
+            .expect("an answer to the panicking request");
         assert_eq!(r["error"]["code"], -32603, "{r}");
-        assert!(r["error"]["message"].as_str().unwrap_or("").contains("deliberate panic"), "{r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("deliberate panic"),
+            "{r}"
+        );
         let log = client
-            .wait_for("window/logMessage", |p| p["message"].as_str().unwrap_or("").contains("deliberate panic"))
+            .wait_for("window/logMessage", |p| {
+                p["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("deliberate panic")
+            })
             .expect("the panic is logged");
         assert_eq!(log["params"]["type"], 1);
     }
     let r = client
-        .request("textDocument/hover", json!({ "textDocument": { "uri": uri }, "position": { "line": 1, "character": 19 } }))
+        .request(
+            "textDocument/hover",
+            json!({ "textDocument": { "uri": uri }, "position": { "line": 1, "character": 19 } }),
+        )
         .expect("hover after the panics");
-    assert!(r["result"]["contents"]["value"].as_str().unwrap_or("").contains("preset("), "{r}");
+    assert!(
+        r["result"]["contents"]["value"]
+            .as_str()
+            .unwrap_or("")
+            .contains("preset("),
+        "{r}"
+    );
     assert!(client.shutdown().expect("shutdown").success());
 }
 

@@ -71,10 +71,18 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     examples.sort();
-    println!("post check, whole process, median of {} runs (target < 20 ms per example)", args.runs);
+    println!(
+        "post check, whole process, median of {} runs (target < 20 ms per example)",
+        args.runs
+    );
     for p in &examples {
         match time_check(&exe, p, args.runs) {
-            Some((d, ok)) => println!("  {:<40} {:>8.2} ms{}", p.display(), ms(d), if ok { "" } else { "  (errors)" }),
+            Some((d, ok)) => println!(
+                "  {:<40} {:>8.2} ms{}",
+                p.display(),
+                ms(d),
+                if ok { "" } else { "  (errors)" }
+            ),
             None => println!("  {:<40} failed to run", p.display()),
         }
     }
@@ -96,7 +104,15 @@ pub fn run(args: Args) -> ExitCode {
         match time_check(&exe, &path, runs) {
             Some((d, ok)) => {
                 let per_k = ms(d) / (text.lines().count() as f64 / 1000.0);
-                let ratio = prev.map(|(pl, pt)| format!("  x{:.1} time for x{:.0} lines", ms(d) / pt, lines as f64 / pl as f64)).unwrap_or_default();
+                let ratio = prev
+                    .map(|(pl, pt)| {
+                        format!(
+                            "  x{:.1} time for x{:.0} lines",
+                            ms(d) / pt,
+                            lines as f64 / pl as f64
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
                     "  {:>7} lines {:>10.2} ms  ({per_k:.3} ms per 1k lines){ratio}{}",
                     text.lines().count(),

@@ -158,14 +158,19 @@ fn unfused_logprobs(logits: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> 
 }
 
 fn unfused_rms(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?.sqrt()?.recip()?;
+    let r = (x.sqr()?.mean_keepdim(D::Minus1)? + 1e-6)?
+        .sqrt()?
+        .recip()?;
     x.broadcast_mul(&r)?.broadcast_mul(w)
 }
 
 fn unfused_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> candle_core::Result<Tensor> {
     let d = x.dim(3)?;
     let (x1, x2) = (x.narrow(3, 0, d / 2)?, x.narrow(3, d / 2, d / 2)?);
-    let (c, s) = (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?);
+    let (c, s) = (
+        cos.unsqueeze(0)?.unsqueeze(0)?,
+        sin.unsqueeze(0)?.unsqueeze(0)?,
+    );
     let y1 = (x1.broadcast_mul(&c)? - x2.broadcast_mul(&s)?)?;
     let y2 = (x1.broadcast_mul(&s)? + x2.broadcast_mul(&c)?)?;
     Tensor::cat(&[y1, y2], 3)
@@ -178,7 +183,12 @@ fn fwd_bwd(
     f: impl Fn() -> candle_core::Result<Tensor>,
 ) -> BenchResult<()> {
     let y = f().map_err(err)?;
-    let g = (y * w).map_err(err)?.sum_all().map_err(err)?.backward().map_err(err)?;
+    let g = (y * w)
+        .map_err(err)?
+        .sum_all()
+        .map_err(err)?
+        .backward()
+        .map_err(err)?;
     for v in vars {
         if g.get(v).is_none() {
             return Err("a benchmarked op recorded no gradient".into());
@@ -197,11 +207,20 @@ pub fn grpo() -> Expr {
         Expr::binary(B::Sub, r.clone(), Expr::reduce(R::GroupMean, r.clone())),
         Expr::binary(B::Add, Expr::reduce(R::GroupStd, r), c(1e-4)),
     );
-    let ratio = Expr::unary(U::Exp, Expr::binary(B::Sub, inp(Q::Logp, s), inp(Q::OldLogp, s)));
-    let clip = Expr::Hyper { name: "clip".into() };
+    let ratio = Expr::unary(
+        U::Exp,
+        Expr::binary(B::Sub, inp(Q::Logp, s), inp(Q::OldLogp, s)),
+    );
+    let clip = Expr::Hyper {
+        name: "clip".into(),
+    };
     let clipped = Expr::binary(
         B::Min,
-        Expr::binary(B::Max, ratio.clone(), Expr::binary(B::Sub, c(1.0), clip.clone())),
+        Expr::binary(
+            B::Max,
+            ratio.clone(),
+            Expr::binary(B::Sub, c(1.0), clip.clone()),
+        ),
         Expr::binary(B::Add, c(1.0), clip),
     );
     let surrogate = Expr::unary(
@@ -218,7 +237,9 @@ pub fn grpo() -> Expr {
         Expr::binary(B::Sub, Expr::unary(U::Exp, d.clone()), d),
         c(1.0),
     );
-    let beta = Expr::Hyper { name: "beta".into() };
+    let beta = Expr::Hyper {
+        name: "beta".into(),
+    };
     let per_token = Expr::binary(B::Add, surrogate, Expr::binary(B::Mul, beta, kl));
     Expr::reduce(R::MeanSeqs, Expr::reduce(R::MeanTokens, per_token))
 }
@@ -233,10 +254,15 @@ pub fn dpo() -> Expr {
     };
     let z = Expr::binary(
         B::Mul,
-        Expr::Hyper { name: "beta".into() },
+        Expr::Hyper {
+            name: "beta".into(),
+        },
         Expr::binary(B::Sub, margin("chosen"), margin("rejected")),
     );
-    Expr::unary(U::Neg, Expr::reduce(R::MeanSeqs, Expr::unary(U::LogSigmoid, z)))
+    Expr::unary(
+        U::Neg,
+        Expr::reduce(R::MeanSeqs, Expr::unary(U::LogSigmoid, z)),
+    )
 }
 
 fn slot(rng: &mut ChaCha8Rng, b: usize, t: usize, group: usize) -> BenchResult<(Var, SlotInputs)> {
@@ -263,10 +289,7 @@ fn slot(rng: &mut ChaCha8Rng, b: usize, t: usize, group: usize) -> BenchResult<(
     Ok((v, s))
 }
 
-fn loss_step(
-    vars: &[&Var],
-    f: impl Fn() -> candle_core::Result<Tensor>,
-) -> BenchResult<()> {
+fn loss_step(vars: &[&Var], f: impl Fn() -> candle_core::Result<Tensor>) -> BenchResult<()> {
     let g = f().map_err(err)?.backward().map_err(err)?;
     if vars.iter().any(|v| g.get(v).is_none()) {
         return Err("a benchmarked loss gave no gradient to logp".into());
@@ -371,8 +394,16 @@ fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
         out.push(measure(
             "rms_norm_4096x1024_fwd_bwd",
             reps,
-            &mut || fwd_bwd(&[&x, &wv], &g, || ops::rms_norm(x.as_tensor(), wv.as_tensor(), 1e-6)),
-            &mut || fwd_bwd(&[&x, &wv], &g, || unfused_rms(x.as_tensor(), wv.as_tensor())),
+            &mut || {
+                fwd_bwd(&[&x, &wv], &g, || {
+                    ops::rms_norm(x.as_tensor(), wv.as_tensor(), 1e-6)
+                })
+            },
+            &mut || {
+                fwd_bwd(&[&x, &wv], &g, || {
+                    unfused_rms(x.as_tensor(), wv.as_tensor())
+                })
+            },
         )?);
     }
     if want("softmax") {
@@ -383,7 +414,11 @@ fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
             "softmax_4096x1024_fwd_bwd",
             reps,
             &mut || fwd_bwd(&[&x], &g, || ops::softmax_last_dim(x.as_tensor())),
-            &mut || fwd_bwd(&[&x], &g, || candle_nn::ops::softmax(x.as_tensor(), D::Minus1)),
+            &mut || {
+                fwd_bwd(&[&x], &g, || {
+                    candle_nn::ops::softmax(x.as_tensor(), D::Minus1)
+                })
+            },
         )?);
     }
     if want("rope") {
@@ -399,7 +434,8 @@ fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
             &mut || fwd_bwd(&[&x], &g, || unfused_rope(x.as_tensor(), &cos, &sin)),
         )?);
     }
-    let hypers: BTreeMap<String, f64> = [("beta".to_string(), 0.04), ("clip".to_string(), 0.2)].into();
+    let hypers: BTreeMap<String, f64> =
+        [("beta".to_string(), 0.04), ("clip".to_string(), 0.2)].into();
     if want("grpo") {
         let (v, s) = slot(&mut rng, 256, 1024, 8)?;
         let slots = BTreeMap::from([("y".to_string(), s)]);
@@ -427,15 +463,31 @@ fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
     }
     if want("sampling") {
         let (n, v) = (64, 32000);
-        let logits = randn(&mut rng, &[n, v], 4.0)?.flatten_all().map_err(err)?.to_vec1::<f32>().map_err(err)?;
+        let logits = randn(&mut rng, &[n, v], 4.0)?
+            .flatten_all()
+            .map_err(err)?
+            .to_vec1::<f32>()
+            .map_err(err)?;
         let u: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-        let p = sampling::SamplingParams { temperature: 0.8, top_k: 0, top_p: 0.9 };
+        let p = sampling::SamplingParams {
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 0.9,
+        };
         out.push(measure(
             "sampling_top_p_64x32000",
             reps,
-            &mut || sampling::sample_rows(&logits, v, &p, &u).map(drop).map_err(err),
             &mut || {
-                let ids: Vec<u32> = logits.chunks(v).zip(&u).map(|(r, &x)| sort_sample(r, &p, x)).collect();
+                sampling::sample_rows(&logits, v, &p, &u)
+                    .map(drop)
+                    .map_err(err)
+            },
+            &mut || {
+                let ids: Vec<u32> = logits
+                    .chunks(v)
+                    .zip(&u)
+                    .map(|(r, &x)| sort_sample(r, &p, x))
+                    .collect();
                 std::hint::black_box(ids);
                 Ok(())
             },
@@ -448,7 +500,11 @@ fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
         out.push(measure(
             "group_advantages_65536",
             reps,
-            &mut || rollout::group_advantages(&r, g, 1e-4, true).map(drop).map_err(err),
+            &mut || {
+                rollout::group_advantages(&r, g, 1e-4, true)
+                    .map(drop)
+                    .map_err(err)
+            },
             &mut || {
                 let x = rt.reshape((n / g, g)).map_err(err)?;
                 let m = x.mean_keepdim(1).map_err(err)?;
@@ -458,7 +514,11 @@ fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
                     .sqrt()
                     .map_err(err)?;
                 let a = d.broadcast_div(&(s + 1e-4).map_err(err)?).map_err(err)?;
-                a.flatten_all().map_err(err)?.to_dtype(DType::F32).map(drop).map_err(err)
+                a.flatten_all()
+                    .map_err(err)?
+                    .to_dtype(DType::F32)
+                    .map(drop)
+                    .map_err(err)
             },
         )?);
     }

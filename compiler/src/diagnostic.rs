@@ -40,7 +40,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(code: &str, message: impl Into<String>, span: Span, label: impl Into<String>) -> Self {
+    pub fn error(
+        code: &str,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
         Diagnostic {
             code: code.to_string(),
             severity: Severity::Error,
@@ -92,9 +97,15 @@ pub const CODES: &[(&str, &str)] = &[
     ("E0109", "recursive definition"),
     ("E0201", "type mismatch"),
     ("E0202", "unit mismatch"),
-    ("E0203", "value depends on a schedule where a constant is needed"),
+    (
+        "E0203",
+        "value depends on a schedule where a constant is needed",
+    ),
     ("E0204", "non-exhaustive or invalid match"),
-    ("E0301", "axis error: a reduction got a value on the wrong axis"),
+    (
+        "E0301",
+        "axis error: a reduction got a value on the wrong axis",
+    ),
     ("E0302", "an objective must reduce to a scalar"),
     ("E0303", "token-level values of two sequence sets combined"),
     ("E0304", "one sequence set scored by two different rewards"),
@@ -102,7 +113,10 @@ pub const CODES: &[(&str, &str)] = &[
     ("E0402", "batch not divisible by the group size"),
     ("E0403", "a reference model is required"),
     ("E0404", "generation does not fit in the model's context"),
-    ("E0405", "group statistics need at least two completions per prompt"),
+    (
+        "E0405",
+        "group statistics need at least two completions per prompt",
+    ),
     ("E0406", "pass@k needs at least k samples per prompt"),
     ("E0407", "conflicting settings"),
     ("E0501", "unknown dataset field"),

@@ -36,7 +36,9 @@ pub enum FsError {
     NotFound,
     IsDirectory,
     /// The bytes are not UTF-8; `valid_up_to` is the offset of the first bad byte.
-    InvalidUtf8 { valid_up_to: usize },
+    InvalidUtf8 {
+        valid_up_to: usize,
+    },
     Other(String),
 }
 
@@ -46,7 +48,10 @@ impl std::fmt::Display for FsError {
             FsError::NotFound => f.write_str("no such file"),
             FsError::IsDirectory => f.write_str("is a directory, not a file"),
             FsError::InvalidUtf8 { valid_up_to } => {
-                write!(f, "not valid UTF-8 (first bad byte at offset {valid_up_to})")
+                write!(
+                    f,
+                    "not valid UTF-8 (first bad byte at offset {valid_up_to})"
+                )
             }
             FsError::Other(m) => f.write_str(m),
         }

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// A half-open byte range `[start, end)` into one source file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub struct Span {
     pub start: u32,
     pub end: u32,

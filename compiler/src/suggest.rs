@@ -30,7 +30,10 @@ pub fn best<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Op
 }
 
 /// A help line "did you mean `x`?" when a close candidate exists.
-pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     best(name, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
@@ -38,7 +41,10 @@ pub fn did_you_mean<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str
 mod tests {
     #[test]
     fn suggests_close_names() {
-        assert_eq!(super::best("polcy", ["policy", "reference"]), Some("policy"));
+        assert_eq!(
+            super::best("polcy", ["policy", "reference"]),
+            Some("policy")
+        );
         assert_eq!(super::best("zzz", ["policy"]), None);
         assert_eq!(super::distance("kitten", "sitting"), 3);
     }

@@ -10,7 +10,11 @@ fn examples_and_stdlib_check_clean_and_are_formatted() {
     let fs = common::fixture_fs();
     let mut files = common::post_files("examples");
     files.extend(common::post_files("stdlib"));
-    assert!(files.len() >= 18, "expected the examples and stdlib, found {}", files.len());
+    assert!(
+        files.len() >= 18,
+        "expected the examples and stdlib, found {}",
+        files.len()
+    );
     for (name, text) in &files {
         let c = compile(&fs, name);
         assert!(c.diagnostics.is_empty(), "{name}: {:#?}", c.diagnostics);
@@ -41,16 +45,26 @@ fn example_graphs() {
     let fs = common::fixture_fs();
     for (name, _) in common::post_files("examples") {
         let c = compile(&fs, &name);
-        let graph = c.graph.unwrap_or_else(|| panic!("{name}: {:#?}", c.diagnostics));
+        let graph = c
+            .graph
+            .unwrap_or_else(|| panic!("{name}: {:#?}", c.diagnostics));
         // The JSON round-trips through the versioned reader.
         let back = post_graph::Graph::from_json(&graph.to_json()).expect("graph JSON reads back");
         assert_eq!(back, graph);
-        let stem = name.trim_start_matches("examples/").trim_end_matches(".post").to_string();
+        let stem = name
+            .trim_start_matches("examples/")
+            .trim_end_matches(".post")
+            .to_string();
         insta::assert_snapshot!(format!("graph_{stem}"), graph.to_json());
     }
 }
 
-fn stage_objective(src: &str) -> (post_graph::ObjectiveInstance, std::collections::BTreeMap<String, post_graph::Schedule>) {
+fn stage_objective(
+    src: &str,
+) -> (
+    post_graph::ObjectiveInstance,
+    std::collections::BTreeMap<String, post_graph::Schedule>,
+) {
     let c = compile_source(&MemoryFs::new(), "t.post", src.to_string());
     assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
     let g = c.graph.expect("a graph");
@@ -83,11 +97,23 @@ fn dr_grpo_is_grpo_without_std_scaling_and_with_sum_norm() {
 #[test]
 fn zero_beta_removes_the_kl_term_and_the_reference() {
     let (o, h) = stage_objective(&rl_experiment("grpo(reward = r)"));
-    assert!(!o.loss.inputs().iter().any(|(q, _)| *q == post_graph::Quantity::RefLogp));
+    assert!(
+        !o.loss
+            .inputs()
+            .iter()
+            .any(|(q, _)| *q == post_graph::Quantity::RefLogp)
+    );
     assert!(o.reference.is_none());
     assert!(!h.contains_key("beta"));
-    let (o, h) = stage_objective(&rl_experiment("grpo(reward = r, beta = linear(0.1 -> 0.0))"));
-    assert!(o.loss.inputs().iter().any(|(q, _)| *q == post_graph::Quantity::RefLogp));
+    let (o, h) = stage_objective(&rl_experiment(
+        "grpo(reward = r, beta = linear(0.1 -> 0.0))",
+    ));
+    assert!(
+        o.loss
+            .inputs()
+            .iter()
+            .any(|(q, _)| *q == post_graph::Quantity::RefLogp)
+    );
     assert_eq!(o.reference.as_deref(), Some("reference"));
     assert!(matches!(h["beta"].shape, post_graph::Shape::Linear { .. }));
 }
@@ -97,6 +123,9 @@ fn sft_loss_is_the_masked_token_mean_nll() {
     let src = "use std.objectives.{sft}\nexperiment e {\n  model policy = preset(\"tiny\")\n  data train = task(\"arith\")\n  stage s {\n    steps = 1\n    batch = 2 sequences\n    objective = sft(train.solution)\n  }\n}\n";
     let (o, _) = stage_objective(src);
     use post_graph::{Expr, Quantity, Reduce, UnaryOp};
-    let expected = Expr::reduce(Reduce::MeanAllTokens, Expr::unary(UnaryOp::Neg, Expr::input(Quantity::Logp, "y")));
+    let expected = Expr::reduce(
+        Reduce::MeanAllTokens,
+        Expr::unary(UnaryOp::Neg, Expr::input(Quantity::Logp, "y")),
+    );
     assert_eq!(o.loss, expected);
 }

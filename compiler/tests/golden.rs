@@ -36,14 +36,26 @@ fn golden_files() {
             .diagnostics
             .iter()
             .filter(|d| d.is_error())
-            .map(|d| (idx.line_col(&src, d.primary.span.start).line + 1, d.code.clone()))
+            .map(|d| {
+                (
+                    idx.line_col(&src, d.primary.span.start).line + 1,
+                    d.code.clone(),
+                )
+            })
             .collect();
         let expected = expectations(&src);
         if found != expected {
             let missing: Vec<_> = expected.difference(&found).collect();
             let extra: Vec<_> = found.difference(&expected).collect();
-            let msgs: Vec<String> = c.diagnostics.iter().map(|d| format!("{} {}", d.code, d.message)).collect();
-            failures.push(format!("{name}: missing {missing:?}, unexpected {extra:?}\n  {}", msgs.join("\n  ")));
+            let msgs: Vec<String> = c
+                .diagnostics
+                .iter()
+                .map(|d| format!("{} {}", d.code, d.message))
+                .collect();
+            failures.push(format!(
+                "{name}: missing {missing:?}, unexpected {extra:?}\n  {}",
+                msgs.join("\n  ")
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -14,9 +14,21 @@ pub const ROPE: &str = include_str!("../cuda/rope.cu");
 
 /// Every source with its entry points, so a loader can register them by name.
 pub const ALL: &[(&str, &str, &[&str])] = &[
-    ("token_logprobs", TOKEN_LOGPROBS, &["post_token_logprobs_fwd", "post_token_logprobs_bwd"]),
-    ("softmax", SOFTMAX, &["post_softmax_fwd", "post_softmax_bwd"]),
-    ("rms_norm", RMS_NORM, &["post_rms_norm_fwd", "post_rms_norm_bwd"]),
+    (
+        "token_logprobs",
+        TOKEN_LOGPROBS,
+        &["post_token_logprobs_fwd", "post_token_logprobs_bwd"],
+    ),
+    (
+        "softmax",
+        SOFTMAX,
+        &["post_softmax_fwd", "post_softmax_bwd"],
+    ),
+    (
+        "rms_norm",
+        RMS_NORM,
+        &["post_rms_norm_fwd", "post_rms_norm_bwd"],
+    ),
     ("rope", ROPE, &["post_rope"]),
 ];
 

@@ -17,7 +17,7 @@ fn check_groups(len: usize, group_size: usize) -> Result<usize> {
     if group_size == 0 {
         bail!("rollout: group size must be positive")
     }
-    if len % group_size != 0 {
+    if !len.is_multiple_of(group_size) {
         bail!("rollout: {len} rewards do not split into groups of {group_size}")
     }
     Ok(len / group_size)
@@ -57,7 +57,11 @@ pub fn group_advantages(
         .map(|(i, &r)| {
             let g = i / group_size;
             let c = r - st.mean[g];
-            if scale_by_std { c / (st.std[g] + eps) } else { c }
+            if scale_by_std {
+                c / (st.std[g] + eps)
+            } else {
+                c
+            }
         })
         .collect())
 }
@@ -72,7 +76,10 @@ pub fn all_fail_flags(
     check_groups(rewards.len(), group_size)?;
     Ok(rewards
         .chunks(group_size)
-        .map(|g| g.iter().all(|&r| !(r > success_threshold)))
+        .map(|g| {
+            g.iter()
+                .all(|r| r.partial_cmp(&success_threshold) != Some(std::cmp::Ordering::Greater))
+        })
         .collect())
 }
 

@@ -45,7 +45,7 @@ pub fn sample_rows(
     params: &SamplingParams,
     uniforms: &[f32],
 ) -> Result<Vec<u32>> {
-    if vocab == 0 || logits.len() % vocab != 0 {
+    if vocab == 0 || !logits.len().is_multiple_of(vocab) {
         bail!(
             "sample_rows: {} logits do not split into rows of {vocab}",
             logits.len()
@@ -55,7 +55,7 @@ pub fn sample_rows(
     if uniforms.len() != rows {
         bail!("sample_rows: {} uniforms for {rows} rows", uniforms.len())
     }
-    if !(params.top_p > 0.0) {
+    if params.top_p.is_nan() || params.top_p <= 0.0 {
         bail!("sample_rows: top_p must be positive, got {}", params.top_p)
     }
     if vocab > u32::MAX as usize {
@@ -94,10 +94,7 @@ fn sample_row(row: &[f32], p: &SamplingParams, u: f32) -> Result<u32> {
         items.select_nth_unstable_by(p.top_k - 1, by_prob_desc);
         items.truncate(p.top_k);
     }
-    let m = items
-        .iter()
-        .map(|x| x.0)
-        .fold(f64::NEG_INFINITY, f64::max);
+    let m = items.iter().map(|x| x.0).fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
         bail!("sample_rows: every logit is -inf")
     }

@@ -52,7 +52,11 @@ fn grpo() -> Expr {
     );
     let surrogate = un(
         U::Neg,
-        bin(B::Min, bin(B::Mul, ratio, adv.clone()), bin(B::Mul, clipped, adv)),
+        bin(
+            B::Min,
+            bin(B::Mul, ratio, adv.clone()),
+            bin(B::Mul, clipped, adv),
+        ),
     );
     let d = bin(B::Sub, inp(Q::RefLogp, s), inp(Q::Logp, s));
     let kl = bin(B::Sub, bin(B::Sub, un(U::Exp, d.clone()), d), c(1.0));
@@ -69,7 +73,11 @@ fn dpo() -> Expr {
             red(R::SumTokens, inp(Q::RefLogp, s)),
         )
     };
-    let z = bin(B::Mul, hyper("beta"), bin(B::Sub, margin("chosen"), margin("rejected")));
+    let z = bin(
+        B::Mul,
+        hyper("beta"),
+        bin(B::Sub, margin("chosen"), margin("rejected")),
+    );
     un(U::Neg, red(R::MeanSeqs, un(U::LogSigmoid, z)))
 }
 
@@ -93,7 +101,9 @@ fn case(rng: &mut Rng, names: &[&str], b: usize, t: usize, group: usize) -> Case
             let len = if row == 0 { t } else { 1 + rng.below(t) };
             mask[row * t..row * t + len].fill(1.0);
         }
-        let reward: Vec<f32> = (0..b).map(|_| (rng.below(3) as f32) * 0.5 + rng.uniform() * 0.1).collect();
+        let reward: Vec<f32> = (0..b)
+            .map(|_| (rng.below(3) as f32) * 0.5 + rng.uniform() * 0.1)
+            .collect();
         let dev = &Device::Cpu;
         let logp = Var::from_vec(lp, (b, t), dev).unwrap();
         slots.insert(
@@ -114,7 +124,11 @@ fn case(rng: &mut Rng, names: &[&str], b: usize, t: usize, group: usize) -> Case
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    Case { slots, vars, hypers }
+    Case {
+        slots,
+        vars,
+        hypers,
+    }
 }
 
 fn check(name: &str, e: &Expr, cs: &Case) {
@@ -129,7 +143,11 @@ fn check(name: &str, e: &Expr, cs: &Case) {
         match (gf.get(v), gu.get(v)) {
             (Some(a), Some(b)) => assert_close(&format!("{name} dlogp[{slot}]"), a, b, TOL),
             (None, None) => {}
-            (a, b) => panic!("{name}: gradient presence differs for {slot}: fused {} unfused {}", a.is_some(), b.is_some()),
+            (a, b) => panic!(
+                "{name}: gradient presence differs for {slot}: fused {} unfused {}",
+                a.is_some(),
+                b.is_some()
+            ),
         }
     }
 }
@@ -146,7 +164,11 @@ fn grpo_fused_equals_unfused() {
 fn dpo_fused_equals_unfused() {
     let mut rng = Rng::new(12);
     for &(b, t) in &[(6usize, 17usize), (3, 1), (16, 100)] {
-        check("dpo", &dpo(), &case(&mut rng, &["chosen", "rejected"], b, t, 1));
+        check(
+            "dpo",
+            &dpo(),
+            &case(&mut rng, &["chosen", "rejected"], b, t, 1),
+        );
     }
 }
 
@@ -157,27 +179,65 @@ fn every_operator_fused_equals_unfused() {
     let lp = || inp(Q::Logp, "y");
     let old = || inp(Q::OldLogp, "y");
     let r = || inp(Q::Reward, "y");
-    let unaries = [U::Neg, U::Exp, U::Sigmoid, U::LogSigmoid, U::Relu, U::Abs, U::Square, U::Tanh];
+    let unaries = [
+        U::Neg,
+        U::Exp,
+        U::Sigmoid,
+        U::LogSigmoid,
+        U::Relu,
+        U::Abs,
+        U::Square,
+        U::Tanh,
+    ];
     let mut formulas: Vec<(String, Expr)> = Vec::new();
     for f in unaries {
         // Centred near zero so relu/abs/tanh see both signs and both tanh branches.
         let x = bin(B::Mul, bin(B::Sub, lp(), old()), c(3.0));
-        formulas.push((format!("{f:?}"), red(R::MeanSeqs, red(R::MeanTokens, un(f, x)))));
+        formulas.push((
+            format!("{f:?}"),
+            red(R::MeanSeqs, red(R::MeanTokens, un(f, x))),
+        ));
     }
     // log, log1p and sqrt need arguments above their poles.
     for f in [U::Log, U::Log1p, U::Sqrt] {
         let x = un(U::Exp, lp());
-        formulas.push((format!("{f:?}"), red(R::MeanAllTokens, un(f, bin(B::Add, x, c(0.5))))));
+        formulas.push((
+            format!("{f:?}"),
+            red(R::MeanAllTokens, un(f, bin(B::Add, x, c(0.5)))),
+        ));
     }
-    for f in [B::Add, B::Sub, B::Mul, B::Div, B::Min, B::Max, B::Gt, B::Ge, B::Lt, B::Le] {
+    for f in [
+        B::Add,
+        B::Sub,
+        B::Mul,
+        B::Div,
+        B::Min,
+        B::Max,
+        B::Gt,
+        B::Ge,
+        B::Lt,
+        B::Le,
+    ] {
         let e = bin(B::Mul, bin(f, lp(), bin(B::Mul, old(), c(0.9))), lp());
         formulas.push((format!("{f:?}"), red(R::SumSeqs, red(R::SumTokens, e))));
     }
-    formulas.push(("pow const".into(), red(R::SumAllTokens, bin(B::Pow, bin(B::Sub, c(0.0), lp()), c(2.5)))));
-    formulas.push(("pow int".into(), red(R::SumAllTokens, bin(B::Pow, lp(), c(3.0)))));
+    formulas.push((
+        "pow const".into(),
+        red(
+            R::SumAllTokens,
+            bin(B::Pow, bin(B::Sub, c(0.0), lp()), c(2.5)),
+        ),
+    ));
+    formulas.push((
+        "pow int".into(),
+        red(R::SumAllTokens, bin(B::Pow, lp(), c(3.0))),
+    ));
     formulas.push((
         "pow var".into(),
-        red(R::SumAllTokens, bin(B::Pow, un(U::Exp, lp()), bin(B::Add, r(), c(0.5)))),
+        red(
+            R::SumAllTokens,
+            bin(B::Pow, un(U::Exp, lp()), bin(B::Add, r(), c(0.5))),
+        ),
     ));
     formulas.push((
         "where".into(),
@@ -197,7 +257,10 @@ fn every_operator_fused_equals_unfused() {
         "detach ratio".into(),
         red(
             R::MeanSeqs,
-            red(R::MeanTokens, bin(B::Mul, un(U::Exp, bin(B::Sub, lp(), detach(lp()))), r())),
+            red(
+                R::MeanTokens,
+                bin(B::Mul, un(U::Exp, bin(B::Sub, lp(), detach(lp()))), r()),
+            ),
         ),
     ));
     formulas.push((
@@ -218,7 +281,11 @@ fn every_operator_fused_equals_unfused() {
             bin(
                 B::Div,
                 red(R::SumTokens, bin(B::Mul, lp(), red(R::BatchStd, r()))),
-                bin(B::Mul, inp(Q::MaxTokens, "y"), red(R::BatchMean, bin(B::Add, r(), c(1.0)))),
+                bin(
+                    B::Mul,
+                    inp(Q::MaxTokens, "y"),
+                    red(R::BatchMean, bin(B::Add, r(), c(1.0))),
+                ),
             ),
         ),
     ));
@@ -226,7 +293,10 @@ fn every_operator_fused_equals_unfused() {
         "uniform leaf carrying gradient (falls back)".into(),
         red(
             R::MeanSeqs,
-            red(R::MeanTokens, un(U::Square, bin(B::Sub, lp(), red(R::MeanTokens, lp())))),
+            red(
+                R::MeanTokens,
+                un(U::Square, bin(B::Sub, lp(), red(R::MeanTokens, lp()))),
+            ),
         ),
     ));
     let mut rng = Rng::new(13);
@@ -238,13 +308,24 @@ fn every_operator_fused_equals_unfused() {
 }
 
 fn to64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f64::from).collect()
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }
 
 /// GRPO computed in float64 from first principles: loss and d loss / d logp.
 fn grpo_f64(s: &SlotInputs, beta: f64, clip: f64) -> (f64, Vec<f64>) {
     let (b, t) = s.mask.dims2().unwrap();
-    let (lp, old, rf, m) = (to64(&s.logp), to64(s.old_logp.as_ref().unwrap()), to64(s.ref_logp.as_ref().unwrap()), to64(&s.mask));
+    let (lp, old, rf, m) = (
+        to64(&s.logp),
+        to64(s.old_logp.as_ref().unwrap()),
+        to64(s.ref_logp.as_ref().unwrap()),
+        to64(&s.mask),
+    );
     let r = to64(s.reward.as_ref().unwrap());
     let g = s.group_size;
     let mut adv = vec![0.0; b];
@@ -267,9 +348,10 @@ fn grpo_f64(s: &SlotInputs, beta: f64, clip: f64) -> (f64, Vec<f64>) {
             let cl = ratio.clamp(1.0 - clip, 1.0 + clip);
             let (u, v) = (ratio * adv[i], cl * adv[i]);
             let sur = -u.min(v);
-            let dsur = if u < v {
-                -adv[i] * ratio
-            } else if (ratio - cl).abs() < 1e-300 {
+            // The unclipped branch is active when it is the smaller one, or when clipping did
+            // not change the ratio (then both branches are the same function).
+            let unclipped_active = u < v || ratio == cl;
+            let dsur = if unclipped_active {
                 -adv[i] * ratio
             } else {
                 0.0
@@ -288,10 +370,19 @@ fn grpo_f64(s: &SlotInputs, beta: f64, clip: f64) -> (f64, Vec<f64>) {
 fn dpo_f64(ch: &SlotInputs, rj: &SlotInputs, beta: f64) -> (f64, Vec<f64>, Vec<f64>) {
     let (b, t) = ch.mask.dims2().unwrap();
     let sums = |s: &SlotInputs| -> Vec<(f64, f64)> {
-        let (lp, rf, m) = (to64(&s.logp), to64(s.ref_logp.as_ref().unwrap()), to64(&s.mask));
+        let (lp, rf, m) = (
+            to64(&s.logp),
+            to64(s.ref_logp.as_ref().unwrap()),
+            to64(&s.mask),
+        );
         (0..b)
             .map(|i| {
-                (0..t).fold((0.0, 0.0), |(a, r), j| (a + m[i * t + j] * lp[i * t + j], r + m[i * t + j] * rf[i * t + j]))
+                (0..t).fold((0.0, 0.0), |(a, r), j| {
+                    (
+                        a + m[i * t + j] * lp[i * t + j],
+                        r + m[i * t + j] * rf[i * t + j],
+                    )
+                })
             })
             .collect()
     };
@@ -315,7 +406,12 @@ fn dpo_f64(ch: &SlotInputs, rj: &SlotInputs, beta: f64) -> (f64, Vec<f64>, Vec<f
 }
 
 fn close64(what: &str, got: &Tensor, want: &[f64]) {
-    let want_t = Tensor::from_vec(want.iter().map(|&v| v as f32).collect::<Vec<_>>(), got.dims(), &Device::Cpu).unwrap();
+    let want_t = Tensor::from_vec(
+        want.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        got.dims(),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_close(what, got, &want_t, TOL);
 }
 
@@ -325,23 +421,53 @@ fn grpo_and_dpo_match_float64_references() {
     let cs = case(&mut rng, &["y"], 8, 21, 4);
     let (want, wgrad) = grpo_f64(&cs.slots["y"], 0.1, 0.2);
     for (label, loss) in [
-        ("fused", FusedLoss::new(&grpo()).unwrap().evaluate(&cs.slots, &cs.hypers).unwrap()),
-        ("unfused", evaluate_unfused(&grpo(), &cs.slots, &cs.hypers).unwrap()),
+        (
+            "fused",
+            FusedLoss::new(&grpo())
+                .unwrap()
+                .evaluate(&cs.slots, &cs.hypers)
+                .unwrap(),
+        ),
+        (
+            "unfused",
+            evaluate_unfused(&grpo(), &cs.slots, &cs.hypers).unwrap(),
+        ),
     ] {
         close64(&format!("grpo {label} loss"), &loss, &[want]);
         let g = loss.backward().unwrap();
-        close64(&format!("grpo {label} grad"), g.get(&cs.vars["y"]).unwrap(), &wgrad);
+        close64(
+            &format!("grpo {label} grad"),
+            g.get(&cs.vars["y"]).unwrap(),
+            &wgrad,
+        );
     }
     let cs = case(&mut rng, &["chosen", "rejected"], 6, 15, 1);
     let (want, gc, gr) = dpo_f64(&cs.slots["chosen"], &cs.slots["rejected"], 0.1);
     for (label, loss) in [
-        ("fused", FusedLoss::new(&dpo()).unwrap().evaluate(&cs.slots, &cs.hypers).unwrap()),
-        ("unfused", evaluate_unfused(&dpo(), &cs.slots, &cs.hypers).unwrap()),
+        (
+            "fused",
+            FusedLoss::new(&dpo())
+                .unwrap()
+                .evaluate(&cs.slots, &cs.hypers)
+                .unwrap(),
+        ),
+        (
+            "unfused",
+            evaluate_unfused(&dpo(), &cs.slots, &cs.hypers).unwrap(),
+        ),
     ] {
         close64(&format!("dpo {label} loss"), &loss, &[want]);
         let g = loss.backward().unwrap();
-        close64(&format!("dpo {label} dchosen"), g.get(&cs.vars["chosen"]).unwrap(), &gc);
-        close64(&format!("dpo {label} drejected"), g.get(&cs.vars["rejected"]).unwrap(), &gr);
+        close64(
+            &format!("dpo {label} dchosen"),
+            g.get(&cs.vars["chosen"]).unwrap(),
+            &gc,
+        );
+        close64(
+            &format!("dpo {label} drejected"),
+            g.get(&cs.vars["rejected"]).unwrap(),
+            &gr,
+        );
     }
 }
 
@@ -354,9 +480,16 @@ fn first_update_ties_get_one_gradient() {
     let s = cs.slots.get_mut("y").unwrap();
     s.old_logp = Some(s.logp.detach());
     let (want, wgrad) = grpo_f64(&cs.slots["y"], 0.1, 0.2);
-    let loss = FusedLoss::new(&grpo()).unwrap().evaluate(&cs.slots, &cs.hypers).unwrap();
+    let loss = FusedLoss::new(&grpo())
+        .unwrap()
+        .evaluate(&cs.slots, &cs.hypers)
+        .unwrap();
     close64("loss", &loss, &[want]);
-    close64("grad", loss.backward().unwrap().get(&cs.vars["y"]).unwrap(), &wgrad);
+    close64(
+        "grad",
+        loss.backward().unwrap().get(&cs.vars["y"]).unwrap(),
+        &wgrad,
+    );
 }
 
 #[test]
@@ -365,7 +498,10 @@ fn kernels_are_cached_by_formula() {
     let b = FusedLoss::new(&grpo()).unwrap();
     assert_eq!(a.describe(), b.describe());
     let text = a.describe();
-    assert!(text.contains("f32x4"), "Cranelift IR should be vectorised:\n{text}");
+    assert!(
+        text.contains("f32x4"),
+        "Cranelift IR should be vectorised:\n{text}"
+    );
     assert!(text.contains("__global__"), "CUDA C missing:\n{text}");
 }
 
@@ -374,8 +510,56 @@ fn bad_inputs_are_errors() {
     let mut rng = Rng::new(16);
     let cs = case(&mut rng, &["y"], 4, 5, 4);
     let f = FusedLoss::new(&grpo()).unwrap();
-    assert!(f.evaluate(&cs.slots, &BTreeMap::new()).unwrap_err().to_string().contains("clip"));
+    assert!(
+        f.evaluate(&cs.slots, &BTreeMap::new())
+            .unwrap_err()
+            .to_string()
+            .contains("clip")
+    );
     assert!(f.evaluate(&BTreeMap::new(), &cs.hypers).is_err());
     let not_scalar = red(R::MeanTokens, inp(Q::Logp, "y"));
     assert!(FusedLoss::new(&not_scalar).is_err());
+}
+
+#[test]
+fn padding_garbage_never_reaches_loss_or_gradient() {
+    let mut rng = Rng::new(17);
+    let mut cs = case(&mut rng, &["y"], 8, 12, 4);
+    let s = cs.slots.get_mut("y").unwrap();
+    // Poison every padded position of the constant inputs with NaN and -inf.
+    let keep = s.mask.gt(0.0).unwrap();
+    let nan = s.mask.ones_like().unwrap().affine(0.0, f64::NAN).unwrap();
+    let ninf = s
+        .mask
+        .ones_like()
+        .unwrap()
+        .affine(0.0, f64::NEG_INFINITY)
+        .unwrap();
+    s.old_logp = Some(keep.where_cond(s.old_logp.as_ref().unwrap(), &nan).unwrap());
+    s.ref_logp = Some(
+        keep.where_cond(s.ref_logp.as_ref().unwrap(), &ninf)
+            .unwrap(),
+    );
+    let loss = FusedLoss::new(&grpo())
+        .unwrap()
+        .evaluate(&cs.slots, &cs.hypers)
+        .unwrap();
+    assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+    let g = loss.backward().unwrap();
+    let g = g
+        .get(&cs.vars["y"])
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(g.iter().all(|v| v.is_finite()));
+    check("grpo with poisoned padding", &grpo(), &cs);
+}
+
+#[test]
+fn large_integer_powers_of_negative_bases() {
+    let e = red(R::SumAllTokens, bin(B::Pow, inp(Q::Logp, "y"), c(7.0)));
+    let mut rng = Rng::new(18);
+    check("x^7", &e, &case(&mut rng, &["y"], 3, 5, 1));
 }

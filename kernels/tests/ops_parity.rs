@@ -16,7 +16,10 @@ fn targets(rng: &mut Rng, n: usize, vocab: usize) -> Tensor {
 
 fn ref_logprobs(logits: &Tensor, t: &Tensor) -> Tensor {
     let ls = candle_nn::ops::log_softmax(logits, D::Minus1).unwrap();
-    ls.gather(&t.unsqueeze(1).unwrap(), 1).unwrap().squeeze(1).unwrap()
+    ls.gather(&t.unsqueeze(1).unwrap(), 1)
+        .unwrap()
+        .squeeze(1)
+        .unwrap()
 }
 
 /// Gradients of `sum(out * w)` for random weights `w`, so every output's gradient differs.
@@ -60,13 +63,21 @@ fn token_logprobs_handles_leading_dims_and_rejects_bad_ids() {
 #[test]
 fn fused_linear_logprobs_matches_matmul_then_log_softmax() {
     let mut rng = Rng::new(3);
-    for &(n, h, vocab, chunk) in &[(37usize, 16usize, 53usize, Some(7usize)), (8, 32, 300, None), (3, 4, 5, Some(1))] {
+    for &(n, h, vocab, chunk) in &[
+        (37usize, 16usize, 53usize, Some(7usize)),
+        (8, 32, 300, None),
+        (3, 4, 5, Some(1)),
+    ] {
         let hid = Var::from_tensor(&rng.tensor(&[n, h], 1.0)).unwrap();
         let wt = Var::from_tensor(&rng.tensor(&[vocab, h], 0.5)).unwrap();
         let t = targets(&mut rng, n, vocab);
         let w = rng.tensor(&[n], 1.0);
-        let fused = ops::fused_linear_token_logprobs(hid.as_tensor(), wt.as_tensor(), &t, chunk).unwrap();
-        let logits = hid.as_tensor().matmul(&wt.as_tensor().t().unwrap()).unwrap();
+        let fused =
+            ops::fused_linear_token_logprobs(hid.as_tensor(), wt.as_tensor(), &t, chunk).unwrap();
+        let logits = hid
+            .as_tensor()
+            .matmul(&wt.as_tensor().t().unwrap())
+            .unwrap();
         let reference = ref_logprobs(&logits, &t);
         assert_close("logp", &fused, &reference, TOL);
         let gf = weighted(&fused, &w).backward().unwrap();
@@ -85,7 +96,11 @@ fn ref_rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
 #[test]
 fn rms_norm_matches_composition_and_trains_both_inputs() {
     let mut rng = Rng::new(4);
-    for &(shape, d) in &[(&[3usize, 5, 24][..], 24usize), (&[7, 3][..], 3), (&[300, 128][..], 128)] {
+    for &(shape, d) in &[
+        (&[3usize, 5, 24][..], 24usize),
+        (&[7, 3][..], 3),
+        (&[300, 128][..], 128),
+    ] {
         let x = Var::from_tensor(&rng.tensor(shape, 2.0)).unwrap();
         let w = Var::from_tensor(&rng.tensor(&[d], 1.0)).unwrap();
         let g = rng.tensor(shape, 1.0);
@@ -97,7 +112,15 @@ fn rms_norm_matches_composition_and_trains_both_inputs() {
         let (gx, gw) = (gf.get(&x).unwrap(), gf.get(&w).unwrap());
         assert_close("dx", gx, gr.get(&x).unwrap(), TOL);
         assert_close("dw", gw, gr.get(&w).unwrap(), TOL);
-        assert!(gw.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        assert!(
+            gw.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
     }
 }
 
@@ -120,7 +143,10 @@ fn ref_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
     let d = x.dim(3).unwrap();
     let x1 = x.narrow(3, 0, d / 2).unwrap();
     let x2 = x.narrow(3, d / 2, d / 2).unwrap();
-    let (c, s) = (cos.unsqueeze(0).unwrap().unsqueeze(0).unwrap(), sin.unsqueeze(0).unwrap().unsqueeze(0).unwrap());
+    let (c, s) = (
+        cos.unsqueeze(0).unwrap().unsqueeze(0).unwrap(),
+        sin.unsqueeze(0).unwrap().unsqueeze(0).unwrap(),
+    );
     let y1 = (x1.broadcast_mul(&c).unwrap() - x2.broadcast_mul(&s).unwrap()).unwrap();
     let y2 = (x1.broadcast_mul(&s).unwrap() + x2.broadcast_mul(&c).unwrap()).unwrap();
     Tensor::cat(&[y1, y2], 3).unwrap()

@@ -4,7 +4,9 @@
 mod common;
 
 use common::Rng;
-use post_kernels::rollout::{Branch, all_fail_flags, branched_layout, group_advantages, group_stats};
+use post_kernels::rollout::{
+    Branch, all_fail_flags, branched_layout, group_advantages, group_stats,
+};
 use post_kernels::sampling::{SamplingParams, sample_rows};
 
 /// Sorts the whole row, then applies temperature, top-k and top-p (the textbook procedure).
@@ -18,7 +20,11 @@ fn reference(row: &[f32], p: &SamplingParams, u: f32) -> u32 {
         }
         return best as u32;
     }
-    let mut items: Vec<(f64, u32)> = row.iter().enumerate().map(|(i, &v)| (v as f64 / p.temperature as f64, i as u32)).collect();
+    let mut items: Vec<(f64, u32)> = row
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v as f64 / p.temperature as f64, i as u32))
+        .collect();
     // partial_cmp: -0.0 and 0.0 are the same logit (ties go to the lower id).
     items.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap().then(a.1.cmp(&b.1)));
     if p.top_k > 0 {
@@ -54,23 +60,55 @@ fn reference(row: &[f32], p: &SamplingParams, u: f32) -> u32 {
 fn sampling_equals_full_sort_reference() {
     let mut rng = Rng::new(21);
     let settings = [
-        SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 },
-        SamplingParams { temperature: 0.7, top_k: 5, top_p: 1.0 },
-        SamplingParams { temperature: 1.3, top_k: 0, top_p: 0.9 },
-        SamplingParams { temperature: 0.5, top_k: 40, top_p: 0.5 },
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0 },
-        SamplingParams { temperature: 1.0, top_k: 1, top_p: 0.3 },
+        SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        },
+        SamplingParams {
+            temperature: 0.7,
+            top_k: 5,
+            top_p: 1.0,
+        },
+        SamplingParams {
+            temperature: 1.3,
+            top_k: 0,
+            top_p: 0.9,
+        },
+        SamplingParams {
+            temperature: 0.5,
+            top_k: 40,
+            top_p: 0.5,
+        },
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+        },
+        SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            top_p: 0.3,
+        },
     ];
     for p in &settings {
         for &vocab in &[1usize, 2, 17, 500] {
             let rows = 40;
             // Coarse logits so ties occur and the tie-break is exercised.
-            let logits: Vec<f32> = (0..rows * vocab).map(|_| (rng.normal() * 4.0).round() * 0.5).collect();
+            let logits: Vec<f32> = (0..rows * vocab)
+                .map(|_| (rng.normal() * 4.0).round() * 0.5)
+                .collect();
             let u: Vec<f32> = (0..rows).map(|_| rng.uniform()).collect();
             let got = sample_rows(&logits, vocab, p, &u).unwrap();
             for r in 0..rows {
                 let want = reference(&logits[r * vocab..(r + 1) * vocab], p, u[r]);
-                assert_eq!(got[r], want, "{p:?} vocab {vocab} row {r} u {} logits {:?}", u[r], &logits[r * vocab..(r + 1) * vocab]);
+                assert_eq!(
+                    got[r],
+                    want,
+                    "{p:?} vocab {vocab} row {r} u {} logits {:?}",
+                    u[r],
+                    &logits[r * vocab..(r + 1) * vocab]
+                );
             }
         }
     }
@@ -114,15 +152,33 @@ fn group_statistics_match_float64() {
 fn all_fail_flags_mark_groups_without_success() {
     let r = [0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5];
     assert_eq!(all_fail_flags(&r, 3, 0.5).unwrap(), vec![false, true, true]);
-    assert_eq!(all_fail_flags(&r, 3, 0.0).unwrap(), vec![false, true, false]);
+    assert_eq!(
+        all_fail_flags(&r, 3, 0.0).unwrap(),
+        vec![false, true, false]
+    );
 }
 
 #[test]
 fn branched_layout_masks_only_sampled_tokens() {
     let branches = [
-        Branch { group: 1, prompt_len: 2, prefix_len: 0, completion_len: 3 },
-        Branch { group: 0, prompt_len: 1, prefix_len: 2, completion_len: 1 },
-        Branch { group: 1, prompt_len: 2, prefix_len: 1, completion_len: 2 },
+        Branch {
+            group: 1,
+            prompt_len: 2,
+            prefix_len: 0,
+            completion_len: 3,
+        },
+        Branch {
+            group: 0,
+            prompt_len: 1,
+            prefix_len: 2,
+            completion_len: 1,
+        },
+        Branch {
+            group: 1,
+            prompt_len: 2,
+            prefix_len: 1,
+            completion_len: 2,
+        },
     ];
     let l = branched_layout(&branches, 0).unwrap();
     assert_eq!(l.width, 5);

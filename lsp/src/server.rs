@@ -95,18 +95,23 @@ fn capabilities() -> lt::ServerCapabilities {
         document_symbol_provider: Some(lt::OneOf::Left(true)),
         document_formatting_provider: Some(lt::OneOf::Left(true)),
         semantic_tokens_provider: Some(
-            lt::SemanticTokensServerCapabilities::SemanticTokensOptions(lt::SemanticTokensOptions {
-                legend: lt::SemanticTokensLegend {
-                    token_types: TOKEN_TYPES.iter().map(|t| lt::SemanticTokenType::new(t)).collect(),
-                    token_modifiers: TOKEN_MODIFIERS
-                        .iter()
-                        .map(|t| lt::SemanticTokenModifier::new(t))
-                        .collect(),
+            lt::SemanticTokensServerCapabilities::SemanticTokensOptions(
+                lt::SemanticTokensOptions {
+                    legend: lt::SemanticTokensLegend {
+                        token_types: TOKEN_TYPES
+                            .iter()
+                            .map(|t| lt::SemanticTokenType::new(t))
+                            .collect(),
+                        token_modifiers: TOKEN_MODIFIERS
+                            .iter()
+                            .map(|t| lt::SemanticTokenModifier::new(t))
+                            .collect(),
+                    },
+                    full: Some(lt::SemanticTokensFullOptions::Bool(true)),
+                    range: None,
+                    ..Default::default()
                 },
-                full: Some(lt::SemanticTokensFullOptions::Bool(true)),
-                range: None,
-                ..Default::default()
-            }),
+            ),
         ),
         ..Default::default()
     }
@@ -260,9 +265,7 @@ impl Server {
                     self.buffers.remove(&d.path);
                 }
                 let params = lt::PublishDiagnosticsParams::new(p.text_document.uri, vec![], None);
-                self.send(
-                    Notification::new(N::PublishDiagnostics::METHOD.into(), params).into(),
-                );
+                self.send(Notification::new(N::PublishDiagnostics::METHOD.into(), params).into());
             }
             // Saving changes nothing the server does not already know; other buffers whose
             // diagnostics depend on files on disk are rechecked.
@@ -283,7 +286,8 @@ impl Server {
             self.buffers.insert(path.clone(), text.clone());
         }
         let index = LineIndex::new(&text);
-        let analysis = Arc::new(Analysis::new(&text, &path));
+        // Replaced by `refresh` below, which parses once for diagnostics and index.
+        let analysis = Arc::new(Analysis::new("", &path));
         self.docs.insert(
             key.to_string(),
             Doc {
@@ -303,7 +307,10 @@ impl Server {
         let due: Vec<String> = self
             .docs
             .iter()
-            .filter(|(_, d)| d.dirty_since.is_some_and(|t| t + self.config.debounce <= now))
+            .filter(|(_, d)| {
+                d.dirty_since
+                    .is_some_and(|t| t + self.config.debounce <= now)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for k in due {
@@ -320,39 +327,56 @@ impl Server {
             }
             self.log(
                 lt::MessageType::ERROR,
-                format!("post lsp: internal error while checking {key}: {}", panic_text(&p)),
+                format!(
+                    "post lsp: internal error while checking {key}: {}",
+                    panic_text(&p)
+                ),
             );
         }
     }
 
     fn compile(&mut self, key: &str) {
-        let Some(doc) = self.docs.get(key) else { return };
+        let Some(doc) = self.docs.get(key) else {
+            return;
+        };
         let (text, path, version) = (doc.text.clone(), doc.path.clone(), doc.version);
-        let name = if path.is_empty() { key.to_string() } else { path.clone() };
-        let compiled = {
+        let name = if path.is_empty() {
+            key.to_string()
+        } else {
+            path.clone()
+        };
+        // One parse feeds both the checker (exactly `compile_source`'s diagnostics) and the index.
+        let parsed = post_compiler::syntax::parse(&text);
+        let diagnostics = {
             let fs = Overlay {
                 buffers: &self.buffers,
             };
-            post_compiler::compile_source(&fs, &name, text.clone())
+            post_compiler::ide::diagnostics_of(&fs, &name, &parsed)
         };
-        let analysis = Arc::new(Analysis::new(&text, &path));
-        let Some(doc) = self.docs.get_mut(key) else { return };
-        doc.analysis = analysis;
+        let Some(doc) = self.docs.get_mut(key) else {
+            return;
+        };
         doc.dirty_since = None;
-        let Ok(uri) = key.parse::<lt::Uri>() else { return };
-        let t = Text {
-            text: &doc.text,
-            index: &doc.index,
-        };
-        let diagnostics = compiled
-            .diagnostics
-            .iter()
-            .map(|d| convert::diagnostic(&t, &uri, d))
-            .collect();
-        let params = lt::PublishDiagnosticsParams::new(uri, diagnostics, Some(version));
-        self.send(
-            Notification::new(lt::notification::PublishDiagnostics::METHOD.into(), params).into(),
-        );
+        if let Ok(uri) = key.parse::<lt::Uri>() {
+            let t = Text {
+                text: &doc.text,
+                index: &doc.index,
+            };
+            let diagnostics = diagnostics
+                .iter()
+                .map(|d| convert::diagnostic(&t, &uri, d))
+                .collect();
+            let params = lt::PublishDiagnosticsParams::new(uri, diagnostics, Some(version));
+            self.send(
+                Notification::new(lt::notification::PublishDiagnostics::METHOD.into(), params)
+                    .into(),
+            );
+        }
+        // Indexed after publishing: diagnostics do not wait for it.
+        let analysis = Arc::new(Analysis::from_file(&text, &path, parsed.file));
+        if let Some(doc) = self.docs.get_mut(key) {
+            doc.analysis = analysis;
+        }
     }
 
     // ---------------------------------------------------------------------------------------
@@ -406,13 +430,16 @@ impl Server {
                 let pp = p.text_document_position_params;
                 let doc = self.doc(&pp.text_document.uri)?;
                 let t = text(doc);
-                let hover = doc.analysis.hover(t.offset(pp.position)).map(|h| lt::Hover {
-                    contents: lt::HoverContents::Markup(lt::MarkupContent {
-                        kind: lt::MarkupKind::Markdown,
-                        value: h.markdown,
-                    }),
-                    range: Some(t.range(h.span)),
-                });
+                let hover = doc
+                    .analysis
+                    .hover(t.offset(pp.position))
+                    .map(|h| lt::Hover {
+                        contents: lt::HoverContents::Markup(lt::MarkupContent {
+                            kind: lt::MarkupKind::Markdown,
+                            value: h.markdown,
+                        }),
+                        range: Some(t.range(h.span)),
+                    });
                 json(hover)
             }
             R::Completion::METHOD => {
@@ -440,7 +467,8 @@ impl Server {
                 let doc = self.doc(&pp.text_document.uri)?;
                 let t = text(doc);
                 let help = doc.analysis.signature_help(t.offset(pp.position)).map(|s| {
-                    let utf16 = |b: usize| s.label.get(..b).map_or(0, |x| x.encode_utf16().count()) as u32;
+                    let utf16 =
+                        |b: usize| s.label.get(..b).map_or(0, |x| x.encode_utf16().count()) as u32;
                     let params = s
                         .params
                         .iter()
@@ -488,7 +516,9 @@ impl Server {
                 let uri = pp.text_document.uri.clone();
                 let doc = self.doc(&uri)?;
                 let offset = text(doc).offset(pp.position);
-                let refs = doc.analysis.references(offset, p.context.include_declaration);
+                let refs = doc
+                    .analysis
+                    .references(offset, p.context.include_declaration);
                 let mut out = Vec::new();
                 for l in refs {
                     out.push(self.location(&uri, l)?);
@@ -526,8 +556,12 @@ impl Server {
                 let p: lt::DocumentSymbolParams = parse(req.params)?;
                 let doc = self.doc(&p.text_document.uri)?;
                 let t = text(doc);
-                let symbols: Vec<lt::DocumentSymbol> =
-                    doc.analysis.outline().iter().map(|o| document_symbol(&t, o)).collect();
+                let symbols: Vec<lt::DocumentSymbol> = doc
+                    .analysis
+                    .outline()
+                    .iter()
+                    .map(|o| document_symbol(&t, o))
+                    .collect();
                 json(lt::DocumentSymbolResponse::Nested(symbols))
             }
             R::Formatting::METHOD => {
@@ -705,9 +739,14 @@ fn document_symbol(t: &Text, o: &OutlineItem) -> lt::DocumentSymbol {
         OutlineKind::Def(_) => S::VARIABLE,
         OutlineKind::Setting => S::PROPERTY,
     };
-    let children: Vec<lt::DocumentSymbol> = o.children.iter().map(|c| document_symbol(t, c)).collect();
+    let children: Vec<lt::DocumentSymbol> =
+        o.children.iter().map(|c| document_symbol(t, c)).collect();
     lt::DocumentSymbol {
-        name: if o.name.is_empty() { "?".into() } else { o.name.clone() },
+        name: if o.name.is_empty() {
+            "?".into()
+        } else {
+            o.name.clone()
+        },
         detail: o.detail.clone(),
         kind,
         tags: None,

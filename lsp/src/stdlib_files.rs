@@ -52,7 +52,9 @@ impl StdlibFiles {
 
     /// The path of module `i`, written on first use.
     pub fn path(&mut self, i: usize) -> Result<PathBuf, String> {
-        let (_, repo_path, _) = MODULES.get(i).ok_or_else(|| format!("no standard module {i}"))?;
+        let (_, repo_path, _) = MODULES
+            .get(i)
+            .ok_or_else(|| format!("no standard module {i}"))?;
         if !self.written {
             self.write_all()?;
             self.written = true;
@@ -70,7 +72,9 @@ impl StdlibFiles {
             return None;
         }
         let name = p.file_name()?;
-        MODULES.iter().position(|(_, rp, _)| Path::new(rp).file_name() == Some(name))
+        MODULES
+            .iter()
+            .position(|(_, rp, _)| Path::new(rp).file_name() == Some(name))
     }
 
     fn write_all(&self) -> Result<(), String> {
@@ -84,10 +88,13 @@ impl StdlibFiles {
             if std::fs::read_to_string(&target).is_ok_and(|t| t == *src) {
                 continue;
             }
-            let tmp = self
-                .dir
-                .join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-            std::fs::write(&tmp, src).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            let tmp = self.dir.join(format!(
+                ".{}.{}.tmp",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            std::fs::write(&tmp, src)
+                .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &target)
                 .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
         }

@@ -14,7 +14,9 @@ pub fn to_path(uri: &str) -> Option<String> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let hex = rest.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = rest
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(v) = hex {
                 out.push(v);
                 i += 3;

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 fn editor_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../editors/vscode").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../editors/vscode")
+        .join(name)
 }
 
 fn json(name: &str) -> Value {
@@ -22,7 +24,9 @@ fn regexes(v: &Value, path: &str, out: &mut Vec<(String, String)>) {
             for (k, x) in m {
                 let p = format!("{path}.{k}");
                 match (k.as_str(), x) {
-                    ("match" | "begin" | "end" | "while", Value::String(s)) => out.push((p, s.clone())),
+                    ("match" | "begin" | "end" | "while", Value::String(s)) => {
+                        out.push((p, s.clone()))
+                    }
                     _ => regexes(x, &p, out),
                 }
             }
@@ -92,7 +96,9 @@ fn includes_resolve_and_scope_names_match() {
     }
     walk(&g, &mut includes);
     for inc in includes {
-        let name = inc.strip_prefix('#').unwrap_or_else(|| panic!("external include {inc}"));
+        let name = inc
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("external include {inc}"));
         assert!(repo.contains_key(name), "include {inc} names nothing");
     }
     let pkg = json("package.json");
@@ -107,21 +113,28 @@ fn includes_resolve_and_scope_names_match() {
     assert_eq!(conf["comments"]["lineComment"], "//");
     fancy_regex::Regex::new(conf["wordPattern"].as_str().expect("a pattern")).expect("compiles");
     for key in ["increaseIndentPattern", "decreaseIndentPattern"] {
-        fancy_regex::Regex::new(conf["indentationRules"][key].as_str().expect("a pattern")).expect("compiles");
+        fancy_regex::Regex::new(conf["indentationRules"][key].as_str().expect("a pattern"))
+            .expect("compiles");
     }
 }
 
 #[test]
 fn patterns_match_the_language() {
     let q = pattern("quantity");
-    let c = q.captures("batch = 64 prompts").expect("ok").expect("a quantity");
+    let c = q
+        .captures("batch = 64 prompts")
+        .expect("ok")
+        .expect("a quantity");
     assert_eq!((&c[1], &c[2]), ("64", "prompts"));
     assert!(q.is_match("max_tokens = 3e2 tokens").expect("ok"));
     assert!(!q.is_match("n = 8").expect("ok"));
     assert!(!q.is_match("n = 8 tokensx").expect("ok"));
 
     let d = pattern("declaration");
-    let c = d.captures("  objective chi2(y: seqs) = 1").expect("ok").expect("a declaration");
+    let c = d
+        .captures("  objective chi2(y: seqs) = 1")
+        .expect("ok")
+        .expect("a declaration");
     assert_eq!((&c[1], &c[2]), ("objective", "chi2"));
 
     let b = pattern("block");
@@ -129,13 +142,19 @@ fn patterns_match_the_language() {
     assert_eq!(&c[2], "rl");
 
     let n = pattern("named-value");
-    let c = n.captures("sample(policy, n = 8)").expect("ok").expect("a named argument");
+    let c = n
+        .captures("sample(policy, n = 8)")
+        .expect("ok")
+        .expect("a named argument");
     assert_eq!(&c[1], "n");
     assert!(!n.is_match("a == b").expect("ok"));
     assert!(!n.is_match("x => y").expect("ok"));
 
     let cm = pattern("comment");
-    assert_eq!(cm.find("x = 1 // note").expect("ok").map(|m| m.as_str()), Some("// note"));
+    assert_eq!(
+        cm.find("x = 1 // note").expect("ok").map(|m| m.as_str()),
+        Some("// note")
+    );
 
     let builtin = pattern("builtin-call");
     assert!(builtin.is_match("adamw(lr = 1e-4)").expect("ok"));
@@ -147,8 +166,15 @@ fn patterns_match_the_language() {
 #[test]
 fn builtins_are_highlighted() {
     let builtin = pattern("builtin-call");
-    for name in post_compiler::ide::docs::BUILTINS.iter().map(|b| b.name).filter(|n| *n != "select") {
+    for name in post_compiler::ide::docs::BUILTINS
+        .iter()
+        .map(|b| b.name)
+        .filter(|n| *n != "select")
+    {
         let call = format!("{name}(x)");
-        assert!(builtin.is_match(&call).expect("ok"), "`{name}` is not in the grammar's built-ins");
+        assert!(
+            builtin.is_match(&call).expect("ok"),
+            "`{name}` is not in the grammar's built-ins"
+        );
     }
 }

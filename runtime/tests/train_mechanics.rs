@@ -148,3 +148,107 @@ fn a_preset_starts_from_an_exported_model() {
         let _ = std::fs::remove_dir_all(&d);
     }
 }
+
+/// Two stages on the same policy: plain SFT, then SFT + mean squared log-ratio to `reference`.
+fn two_stage_graph(reference: ModelSource) -> Graph {
+    let mut g = sft_graph(&SftSpec {
+        steps: 2,
+        checkpoint_every: 1,
+        ..spec(1)
+    });
+    g.models.push(ModelNode {
+        name: "reference".into(),
+        source: reference,
+    });
+    let mut second = g.stages[0].clone();
+    second.name = "anchored".into();
+    if let StageKind::Train(t) = &mut second.kind {
+        t.objective.reference = Some("reference".into());
+        let d = Expr::binary(
+            BinaryOp::Sub,
+            Expr::input(Quantity::Logp, "y"),
+            Expr::input(Quantity::RefLogp, "y"),
+        );
+        let kl = Expr::reduce(Reduce::MeanAllTokens, Expr::unary(UnaryOp::Square, d));
+        t.objective.loss = Expr::binary(BinaryOp::Add, sft_loss("y"), kl);
+        t.steps = 3;
+    }
+    g.stages.push(second);
+    g
+}
+
+fn losses(dir: &std::path::Path) -> Vec<(String, f64)> {
+    read_metrics(&dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.loss.map(|l| (r.stage.clone(), l)))
+        .collect()
+}
+
+#[test]
+fn snapshot_is_retaken_at_stage_start_and_survives_resume() {
+    let snap = temp_dir("snapshot");
+    let g = two_stage_graph(ModelSource::Snapshot {
+        of: "policy".into(),
+    });
+    run(&g, &RunOptions::new(&snap)).unwrap();
+    let frozen = temp_dir("snapshot-frozen");
+    run(
+        &two_stage_graph(ModelSource::Frozen {
+            of: "policy".into(),
+        }),
+        &RunOptions::new(&frozen),
+    )
+    .unwrap();
+    let (s, f) = (losses(&snap), losses(&frozen));
+    assert_eq!(s.len(), 5);
+    assert_eq!(s[..2], f[..2], "stage 1 does not read the reference");
+    assert_eq!(s[2].0, "anchored");
+    // Stage 2, step 1: the snapshot equals the policy (log-ratio term exactly 0); the frozen
+    // copy is the initial model, two SFT steps behind (term > 0).
+    assert!(f[2].1 > s[2].1, "{s:?} {f:?}");
+
+    // Stopped in the middle of stage 2 and resumed: the snapshot comes from the checkpoint.
+    let part = temp_dir("snapshot-part");
+    let mut opts = RunOptions::new(&part);
+    opts.stop_after = Some(3);
+    run(&g, &opts).unwrap();
+    let mut opts = RunOptions::new(&part);
+    opts.resume = Some(part.clone());
+    run(&g, &opts).unwrap();
+    assert_eq!(losses(&part), s);
+    for d in [snap, frozen, part] {
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
+#[test]
+fn lagged_copy_follows_its_source() {
+    let plain = temp_dir("lagged-plain");
+    run(&sft_graph(&spec(1)), &RunOptions::new(&plain)).unwrap();
+    let with_lag = |every: u64, tag: &str| {
+        let mut g = two_stage_graph(ModelSource::Lagged {
+            of: "policy".into(),
+            every_steps: every,
+        });
+        // Only the anchored stage, as long as the plain run.
+        g.stages.remove(0);
+        if let StageKind::Train(t) = &mut g.stages[0].kind {
+            t.steps = 3;
+        }
+        g.stages[0].name = "sft".into();
+        let d = temp_dir(tag);
+        run(&g, &RunOptions::new(&d)).unwrap();
+        let l = losses(&d);
+        let _ = std::fs::remove_dir_all(&d);
+        l
+    };
+    let p = losses(&plain);
+    // Refreshed after every step: the log-ratio term is always exactly 0.
+    assert_eq!(with_lag(1, "lagged-1"), p);
+    // Refreshed every 2 steps: at step 2 the copy is one step behind.
+    let l2 = with_lag(2, "lagged-2");
+    assert_eq!(l2[0], p[0]);
+    assert!(l2[1].1 > p[1].1, "{l2:?} {p:?}");
+    let _ = std::fs::remove_dir_all(&plain);
+}

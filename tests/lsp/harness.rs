@@ -83,9 +83,9 @@ pub fn redact(s: &str, fixtures: &Path) -> String {
     // Stdlib files: `<cache>/stdlib-<hash>/objectives.post` -> `<stdlib>/objectives.post`.
     while let Some(i) = out.find(&cache) {
         let rest = &out[i + cache.len()..];
-        let end = rest.strip_prefix("/stdlib-").map_or(0, |r| {
-            "/stdlib-".len() + r.find('/').unwrap_or(r.len())
-        });
+        let end = rest
+            .strip_prefix("/stdlib-")
+            .map_or(0, |r| "/stdlib-".len() + r.find('/').unwrap_or(r.len()));
         out.replace_range(i..i + cache.len() + end, "<stdlib>");
     }
     out

@@ -72,7 +72,7 @@ pub enum T {
     /// A `sample(...)`/`greedy(...)` rollout (the base of the composite policies).
     Sampling,
     Sched(R),
-    RangeT,
+    Range,
     Sym(&'static [&'static str]),
     FieldName,
     StrList,
@@ -161,7 +161,10 @@ impl D {
             D::Str(s) => (Value::Str(s.to_string()), format!("{s:?}")),
             D::Bool(b) => (Value::Bool(b), b.to_string()),
             D::Sym(s) => (Value::Sym(s.to_string()), s.to_string()),
-            D::Tokens(n) => (Value::Quantity(n as f64, Unit::Tokens), format!("{n} tokens")),
+            D::Tokens(n) => (
+                Value::Quantity(n as f64, Unit::Tokens),
+                format!("{n} tokens"),
+            ),
             D::Steps(n) => (Value::Quantity(n as f64, Unit::Steps), format!("{n} steps")),
             D::Empty => (Value::List(vec![]), "[]".to_string()),
         })
@@ -178,16 +181,77 @@ pub fn fmt_num(x: f64) -> String {
 
 /// Every name callable at the experiment level, in formulas or in rewards (for suggestions).
 pub const BUILTIN_NAMES: &[&str] = &[
-    "preset", "hf", "frozen", "snapshot", "lagged", "task", "jsonl", "selected", "sample",
-    "greedy", "branched", "guided", "verifier_stopped", "replay", "adamw", "sgd", "constant",
-    "linear", "cosine", "warmup", "accuracy", "mean_reward", "mean_length", "pass_at",
-    "intrinsic_dim", "density_peaks", "context_attention", "attends_to_context", "logp",
-    "ref_logp", "old_logp", "mask", "length", "max_tokens", "num_seqs", "group_size", "exp",
-    "log", "log1p", "sigmoid", "log_sigmoid", "relu", "abs", "sqrt", "square", "tanh", "detach",
-    "min", "max", "clip", "where", "sum_tokens", "mean_tokens", "group_mean", "group_std",
-    "batch_mean", "batch_std", "mean_seqs", "sum_seqs", "mean_all_tokens", "sum_all_tokens",
-    "number", "answer", "extract", "matches", "len", "contains", "starts_with", "ends_with",
-    "trim", "lower",
+    "preset",
+    "hf",
+    "frozen",
+    "snapshot",
+    "lagged",
+    "task",
+    "jsonl",
+    "selected",
+    "sample",
+    "greedy",
+    "branched",
+    "guided",
+    "verifier_stopped",
+    "replay",
+    "adamw",
+    "sgd",
+    "constant",
+    "linear",
+    "cosine",
+    "warmup",
+    "accuracy",
+    "mean_reward",
+    "mean_length",
+    "pass_at",
+    "intrinsic_dim",
+    "density_peaks",
+    "context_attention",
+    "attends_to_context",
+    "logp",
+    "ref_logp",
+    "old_logp",
+    "mask",
+    "length",
+    "max_tokens",
+    "num_seqs",
+    "group_size",
+    "exp",
+    "log",
+    "log1p",
+    "sigmoid",
+    "log_sigmoid",
+    "relu",
+    "abs",
+    "sqrt",
+    "square",
+    "tanh",
+    "detach",
+    "min",
+    "max",
+    "clip",
+    "where",
+    "sum_tokens",
+    "mean_tokens",
+    "group_mean",
+    "group_std",
+    "batch_mean",
+    "batch_std",
+    "mean_seqs",
+    "sum_seqs",
+    "mean_all_tokens",
+    "sum_all_tokens",
+    "number",
+    "answer",
+    "extract",
+    "matches",
+    "len",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "trim",
+    "lower",
 ];
 
 /// The values bound to a call's parameters.
@@ -262,22 +326,28 @@ pub fn assign_args(
         match &a.name {
             None => {
                 if seen_named {
-                    c.err(Diagnostic::error(
-                        "E0105",
-                        "positional argument after a named one",
-                        a.span,
-                        "positional argument",
-                    ).with_help("name this argument, or move it before the named ones"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0105",
+                            "positional argument after a named one",
+                            a.span,
+                            "positional argument",
+                        )
+                        .with_help("name this argument, or move it before the named ones"),
+                    );
                     ok = false;
                     continue;
                 }
                 if next_pos >= names.len() {
-                    c.err(Diagnostic::error(
-                        "E0105",
-                        format!("too many arguments: expected at most {}", names.len()),
-                        a.span,
-                        "extra argument",
-                    ).with_label(call_span, "in this call"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0105",
+                            format!("too many arguments: expected at most {}", names.len()),
+                            a.span,
+                            "extra argument",
+                        )
+                        .with_label(call_span, "in this call"),
+                    );
                     ok = false;
                     continue;
                 }
@@ -289,12 +359,15 @@ pub fn assign_args(
                 match names.iter().position(|x| *x == n.name) {
                     Some(i) => {
                         if let Some(prev) = out[i] {
-                            c.err(Diagnostic::error(
-                                "E0105",
-                                format!("argument `{}` given twice", n.name),
-                                n.span,
-                                "given again here",
-                            ).with_label(args[prev].span, "first given here"));
+                            c.err(
+                                Diagnostic::error(
+                                    "E0105",
+                                    format!("argument `{}` given twice", n.name),
+                                    n.span,
+                                    "given again here",
+                                )
+                                .with_label(args[prev].span, "first given here"),
+                            );
                             ok = false;
                         } else {
                             out[i] = Some(ai);
@@ -309,12 +382,15 @@ pub fn assign_args(
                                     format!("the arguments are: {}", names.join(", "))
                                 }
                             });
-                        c.err(Diagnostic::error(
-                            "E0103",
-                            format!("unknown argument `{}`", n.name),
-                            n.span,
-                            "unknown argument",
-                        ).with_help(help));
+                        c.err(
+                            Diagnostic::error(
+                                "E0103",
+                                format!("unknown argument `{}`", n.name),
+                                n.span,
+                                "unknown argument",
+                            )
+                            .with_help(help),
+                        );
                         ok = false;
                     }
                 }
@@ -372,7 +448,11 @@ pub fn bind(
                             (T::Sched(_), Value::Num(x)) => Value::Schedule(Schedule::constant(x)),
                             (_, v) => v,
                         };
-                        c.default_applied(&format!("{path}.{}", prm.name), text, "built-in default");
+                        c.default_applied(
+                            &format!("{path}.{}", prm.name),
+                            text,
+                            "built-in default",
+                        );
                         b.vals.insert(prm.name, (v, call_span));
                     }
                 }
@@ -457,12 +537,15 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
         T::Num(_) => match v {
             Value::Num(_) => Some(v),
             Value::Quantity(x, u) => {
-                c.err(Diagnostic::error(
-                    "E0202",
-                    format!("expected a plain number, found a number of {}", u.name()),
-                    span,
-                    "unexpected unit",
-                ).with_help(format!("write `{}` without a unit", fmt_num(x))));
+                c.err(
+                    Diagnostic::error(
+                        "E0202",
+                        format!("expected a plain number, found a number of {}", u.name()),
+                        span,
+                        "unexpected unit",
+                    )
+                    .with_help(format!("write `{}` without a unit", fmt_num(x))),
+                );
                 None
             }
             v => mismatch(c, "a number", &v),
@@ -471,21 +554,27 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             let x = match v {
                 Value::Num(x) => x,
                 Value::Quantity(x, u) => {
-                    c.err(Diagnostic::error(
-                        "E0202",
-                        format!("expected a plain count, found a number of {}", u.name()),
-                        span,
-                        "unexpected unit",
-                    ).with_help(format!("write `{}` without a unit", fmt_num(x))));
+                    c.err(
+                        Diagnostic::error(
+                            "E0202",
+                            format!("expected a plain count, found a number of {}", u.name()),
+                            span,
+                            "unexpected unit",
+                        )
+                        .with_help(format!("write `{}` without a unit", fmt_num(x))),
+                    );
                     return None;
                 }
                 Value::Schedule(_) => {
-                    c.err(Diagnostic::error(
-                        "E0203",
-                        "a schedule is not allowed here: this value must be a constant",
-                        span,
-                        "scheduled",
-                    ).with_help("write a whole number"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0203",
+                            "a schedule is not allowed here: this value must be a constant",
+                            span,
+                            "scheduled",
+                        )
+                        .with_help("write a whole number"),
+                    );
                     return None;
                 }
                 v => return mismatch(c, "a whole number", &v),
@@ -503,7 +592,11 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             Some(Value::Num(x))
         }
         T::Tokens | T::Steps => {
-            let want = if t == T::Tokens { Unit::Tokens } else { Unit::Steps };
+            let want = if t == T::Tokens {
+                Unit::Tokens
+            } else {
+                Unit::Steps
+            };
             let x = match v {
                 Value::Num(x) => x,
                 Value::Quantity(x, u) if u == want => x,
@@ -518,10 +611,14 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
                 }
                 v => return mismatch(c, &format!("a number of {}", want.name()), &v),
             };
-            if x.fract() != 0.0 || x < 0.0 || x > 1e15 {
+            if x.fract() != 0.0 || !(0.0..=1e15).contains(&x) {
                 c.err(Diagnostic::error(
                     "E0401",
-                    format!("expected a whole number of {}, found {}", want.name(), fmt_num(x)),
+                    format!(
+                        "expected a whole number of {}, found {}",
+                        want.name(),
+                        fmt_num(x)
+                    ),
                     span,
                     "out of range",
                 ));
@@ -532,27 +629,41 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
         T::Batch => match v {
             Value::Quantity(x, u @ (Unit::Prompts | Unit::Sequences | Unit::Completions)) => {
                 if x.fract() != 0.0 || x < 1.0 {
-                    c.err(Diagnostic::error("E0401", "a batch is a whole number >= 1", span, "out of range"));
+                    c.err(Diagnostic::error(
+                        "E0401",
+                        "a batch is a whole number >= 1",
+                        span,
+                        "out of range",
+                    ));
                     return None;
                 }
                 Some(Value::Quantity(x, u))
             }
             Value::Quantity(_, u) => {
-                c.err(Diagnostic::error(
-                    "E0202",
-                    format!("a batch counts prompts, sequences or completions, not {}", u.name()),
-                    span,
-                    format!("batch in {}", u.name()),
-                ).with_help("write e.g. `32 prompts`"));
+                c.err(
+                    Diagnostic::error(
+                        "E0202",
+                        format!(
+                            "a batch counts prompts, sequences or completions, not {}",
+                            u.name()
+                        ),
+                        span,
+                        format!("batch in {}", u.name()),
+                    )
+                    .with_help("write e.g. `32 prompts`"),
+                );
                 None
             }
             Value::Num(x) => {
-                c.err(Diagnostic::error(
-                    "E0202",
-                    "a batch size needs a unit",
-                    span,
-                    "no unit",
-                ).with_help(format!("write `{} prompts`, `{} sequences` or `{} completions`", fmt_num(x), fmt_num(x), fmt_num(x))));
+                c.err(
+                    Diagnostic::error("E0202", "a batch size needs a unit", span, "no unit")
+                        .with_help(format!(
+                            "write `{} prompts`, `{} sequences` or `{} completions`",
+                            fmt_num(x),
+                            fmt_num(x),
+                            fmt_num(x)
+                        )),
+                );
                 None
             }
             v => mismatch(c, "a batch size", &v),
@@ -606,17 +717,20 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             Value::Num(x) => Some(Value::Schedule(Schedule::constant(x))),
             Value::Schedule(_) => Some(v),
             Value::Range(..) => {
-                c.err(Diagnostic::error(
-                    "E0201",
-                    "a range `a -> b` needs a schedule shape",
-                    span,
-                    "bare range",
-                ).with_help("write `linear(a -> b)` or `cosine(a -> b)`"));
+                c.err(
+                    Diagnostic::error(
+                        "E0201",
+                        "a range `a -> b` needs a schedule shape",
+                        span,
+                        "bare range",
+                    )
+                    .with_help("write `linear(a -> b)` or `cosine(a -> b)`"),
+                );
                 None
             }
             v => mismatch(c, "a number or a schedule", &v),
         },
-        T::RangeT => match v {
+        T::Range => match v {
             Value::Range(..) => Some(v),
             v => mismatch(c, "a range `a -> b`", &v),
         },
@@ -656,7 +770,11 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
         T::Cond => match v {
             Value::Condition(_) => Some(v),
             Value::Reward(name) => {
-                let expr = c.rewards.iter().find(|r| r.name == name).map(|r| r.expr.clone())?;
+                let expr = c
+                    .rewards
+                    .iter()
+                    .find(|r| r.name == name)
+                    .map(|r| r.expr.clone())?;
                 Some(Value::Condition(Condition::Expr { expr }))
             }
             v => mismatch(c, "a condition (a reward used as a predicate)", &v),
@@ -807,7 +925,10 @@ pub fn call(
             p("tau", T::Num(R::Pos), D::Num(0.01)),
             p("max_steps", T::Count, D::Num(8.0)),
         ],
-        "replay" => &[p("rollout", T::Rollout, D::Req), p("capacity", T::Count, D::Num(1024.0))],
+        "replay" => &[
+            p("rollout", T::Rollout, D::Req),
+            p("capacity", T::Count, D::Num(1024.0)),
+        ],
         "adamw" => &[
             p("lr", T::Sched(R::Pos), D::Req),
             p("beta1", T::Num(R::Prob), D::Num(0.9)),
@@ -815,11 +936,26 @@ pub fn call(
             p("eps", T::Num(R::Pos), D::Num(1e-8)),
             p("weight_decay", T::Num(R::NonNeg), D::Num(0.0)),
         ],
-        "sgd" => &[p("lr", T::Sched(R::Pos), D::Req), p("momentum", T::Num(R::NonNeg), D::Num(0.0))],
-        "constant" => &[p("value", T::Num(R::Any), D::Req), p("warmup", T::Steps, D::Steps(0))],
-        "linear" | "cosine" => &[p("range", T::RangeT, D::Req), p("warmup", T::Steps, D::Steps(0))],
-        "warmup" => &[p("value", T::Num(R::Any), D::Req), p("steps", T::Steps, D::Req)],
-        "accuracy" | "mean_reward" => &[p("reward", T::Reward, D::Req), p("rollout", T::Rollout, D::Req)],
+        "sgd" => &[
+            p("lr", T::Sched(R::Pos), D::Req),
+            p("momentum", T::Num(R::NonNeg), D::Num(0.0)),
+        ],
+        "constant" => &[
+            p("value", T::Num(R::Any), D::Req),
+            p("warmup", T::Steps, D::Steps(0)),
+        ],
+        "linear" | "cosine" => &[
+            p("range", T::Range, D::Req),
+            p("warmup", T::Steps, D::Steps(0)),
+        ],
+        "warmup" => &[
+            p("value", T::Num(R::Any), D::Req),
+            p("steps", T::Steps, D::Req),
+        ],
+        "accuracy" | "mean_reward" => &[
+            p("reward", T::Reward, D::Req),
+            p("rollout", T::Rollout, D::Req),
+        ],
         "mean_length" => &[p("rollout", T::Rollout, D::Req)],
         "pass_at" => &[
             p("k", T::Count, D::Req),
@@ -829,7 +965,10 @@ pub fn call(
         "intrinsic_dim" => &[],
         "density_peaks" => &[p("labels", T::FieldName, D::Req)],
         "context_attention" => &[p("context", T::FieldName, D::Sym("context"))],
-        "attends_to_context" => &[p("model", T::Model, D::Req), p("threshold", T::Num(R::Prob), D::Num(0.5))],
+        "attends_to_context" => &[
+            p("model", T::Model, D::Req),
+            p("threshold", T::Num(R::Prob), D::Num(0.5)),
+        ],
         _ => return None,
     };
     let path = format!("{path}.{name}");
@@ -844,37 +983,66 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
         "preset" => {
             let preset = b.str("name");
             let Some(config) = preset_config(&preset) else {
-                c.err(Diagnostic::error(
-                    "E0401",
-                    format!("unknown model preset `{preset}`"),
-                    b.span("name").unwrap_or(span),
-                    "unknown preset",
-                ).with_help(suggest::did_you_mean(&preset, PRESETS.iter().copied()).unwrap_or_else(|| format!("the presets are {}", PRESETS.join(", ")))));
+                c.err(
+                    Diagnostic::error(
+                        "E0401",
+                        format!("unknown model preset `{preset}`"),
+                        b.span("name").unwrap_or(span),
+                        "unknown preset",
+                    )
+                    .with_help(
+                        suggest::did_you_mean(&preset, PRESETS.iter().copied())
+                            .unwrap_or_else(|| format!("the presets are {}", PRESETS.join(", "))),
+                    ),
+                );
                 return None;
             };
             let init = b.get("init").map(|_| b.str("init"));
-            Some(Value::ModelSrc(ModelSource::Preset { preset, config, init }))
+            Some(Value::ModelSrc(ModelSource::Preset {
+                preset,
+                config,
+                init,
+            }))
         }
-        "hf" => Some(Value::ModelSrc(ModelSource::HuggingFace { path: b.str("path") })),
+        "hf" => Some(Value::ModelSrc(ModelSource::HuggingFace {
+            path: b.str("path"),
+        })),
         "frozen" => Some(Value::ModelSrc(ModelSource::Frozen { of: b.str("model") })),
-        "snapshot" => Some(Value::ModelSrc(ModelSource::Snapshot { of: b.str("model") })),
+        "snapshot" => Some(Value::ModelSrc(ModelSource::Snapshot {
+            of: b.str("model"),
+        })),
         "lagged" => {
             let every = b.num("every") as u64;
             if every == 0 {
-                c.err(Diagnostic::error("E0401", "`every` must be at least 1 step", b.span("every").unwrap_or(span), "out of range"));
+                c.err(Diagnostic::error(
+                    "E0401",
+                    "`every` must be at least 1 step",
+                    b.span("every").unwrap_or(span),
+                    "out of range",
+                ));
                 return None;
             }
-            Some(Value::ModelSrc(ModelSource::Lagged { of: b.str("model"), every_steps: every }))
+            Some(Value::ModelSrc(ModelSource::Lagged {
+                of: b.str("model"),
+                every_steps: every,
+            }))
         }
         "task" => {
             let task = b.str("name");
             if !TASKS.contains(&task.as_str()) {
-                c.err(Diagnostic::error(
-                    "E0401",
-                    format!("unknown task `{task}`"),
-                    b.span("name").unwrap_or(span),
-                    "unknown task",
-                ).with_help(suggest::did_you_mean(&task, TASKS.iter().copied()).unwrap_or_else(|| format!("the built-in tasks are {}", TASKS.join(", ")))));
+                c.err(
+                    Diagnostic::error(
+                        "E0401",
+                        format!("unknown task `{task}`"),
+                        b.span("name").unwrap_or(span),
+                        "unknown task",
+                    )
+                    .with_help(
+                        suggest::did_you_mean(&task, TASKS.iter().copied()).unwrap_or_else(|| {
+                            format!("the built-in tasks are {}", TASKS.join(", "))
+                        }),
+                    ),
+                );
                 return None;
             }
             let difficulty = b.usize("difficulty");
@@ -888,11 +1056,20 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                 ));
                 return None;
             }
-            let split = if b.str("split") == "test" { Split::Test } else { Split::Train };
+            let split = if b.str("split") == "test" {
+                Split::Test
+            } else {
+                Split::Train
+            };
             Some(Value::Data(Box::new(DataVal {
                 name: None,
                 prompt_tokens: task_prompt_tokens(&task, difficulty),
-                source: DataSource::Task { task, split, size: b.usize("size"), difficulty: difficulty as u32 },
+                source: DataSource::Task {
+                    task,
+                    split,
+                    size: b.usize("size"),
+                    difficulty: difficulty as u32,
+                },
                 transforms: vec![],
                 fields: Some(TASK_FIELDS.iter().map(|s| s.to_string()).collect()),
             })))
@@ -902,13 +1079,33 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             match c.stage_kinds.iter().find(|(n, _)| *n == stage) {
                 Some((_, BlockKind::Select)) => {}
                 Some(_) => {
-                    c.err(Diagnostic::error("E0201", format!("stage `{stage}` is not a `select` stage"), b.span("stage").unwrap_or(span), "not a selection"));
+                    c.err(Diagnostic::error(
+                        "E0201",
+                        format!("stage `{stage}` is not a `select` stage"),
+                        b.span("stage").unwrap_or(span),
+                        "not a selection",
+                    ));
                     return None;
                 }
                 None => {
-                    let names: Vec<String> = c.stage_kinds.iter().filter(|(_, k)| *k == BlockKind::Select).map(|(n, _)| n.clone()).collect();
-                    c.err(Diagnostic::error("E0101", format!("no select stage named `{stage}`"), b.span("stage").unwrap_or(span), "unknown stage")
-                        .with_help_opt(suggest::did_you_mean(&stage, names.iter().map(|s| s.as_str()))));
+                    let names: Vec<String> = c
+                        .stage_kinds
+                        .iter()
+                        .filter(|(_, k)| *k == BlockKind::Select)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    c.err(
+                        Diagnostic::error(
+                            "E0101",
+                            format!("no select stage named `{stage}`"),
+                            b.span("stage").unwrap_or(span),
+                            "unknown stage",
+                        )
+                        .with_help_opt(suggest::did_you_mean(
+                            &stage,
+                            names.iter().map(|s| s.as_str()),
+                        )),
+                    );
                     return None;
                 }
             }
@@ -928,7 +1125,11 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             success_threshold: b.num("success_threshold"),
             expert_field: b.str("expert"),
             step_delimiter: b.str("step_delimiter"),
-            search: if b.str("search") == "linear" { PrefixSearch::Linear } else { PrefixSearch::Binary },
+            search: if b.str("search") == "linear" {
+                PrefixSearch::Linear
+            } else {
+                PrefixSearch::Binary
+            },
             remember: b.bool("remember"),
         }),
         "guided" => rollout(Rollout::Guided {
@@ -947,7 +1148,10 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             tau: b.num("tau"),
             max_steps: b.usize("max_steps"),
         }),
-        "replay" => Some(Value::Replay(Box::new(b.rollout("rollout")?), b.usize("capacity"))),
+        "replay" => Some(Value::Replay(
+            Box::new(b.rollout("rollout")?),
+            b.usize("capacity"),
+        )),
         "adamw" => Some(Value::Optimizer(Optimizer::AdamW {
             lr: b.sched("lr"),
             beta1: b.num("beta1"),
@@ -955,9 +1159,14 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             eps: b.num("eps"),
             weight_decay: b.num("weight_decay"),
         })),
-        "sgd" => Some(Value::Optimizer(Optimizer::Sgd { lr: b.sched("lr"), momentum: b.num("momentum") })),
+        "sgd" => Some(Value::Optimizer(Optimizer::Sgd {
+            lr: b.sched("lr"),
+            momentum: b.num("momentum"),
+        })),
         "constant" => Some(Value::Schedule(Schedule {
-            shape: Shape::Constant { value: b.num("value") },
+            shape: Shape::Constant {
+                value: b.num("value"),
+            },
             warmup: b.num("warmup") as u64,
         })),
         "linear" | "cosine" => {
@@ -965,36 +1174,66 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                 Some(Value::Range(a, z)) => (*a, *z),
                 _ => return None,
             };
-            let shape = if name == "linear" { Shape::Linear { from, to } } else { Shape::Cosine { from, to } };
-            Some(Value::Schedule(Schedule { shape, warmup: b.num("warmup") as u64 }))
+            let shape = if name == "linear" {
+                Shape::Linear { from, to }
+            } else {
+                Shape::Cosine { from, to }
+            };
+            Some(Value::Schedule(Schedule {
+                shape,
+                warmup: b.num("warmup") as u64,
+            }))
         }
         "warmup" => Some(Value::Schedule(Schedule {
-            shape: Shape::Constant { value: b.num("value") },
+            shape: Shape::Constant {
+                value: b.num("value"),
+            },
             warmup: b.num("steps") as u64,
         })),
         "accuracy" | "mean_reward" => Some(Value::Metric(
-            MetricKind::MeanReward { reward: reward_name(b)? },
+            MetricKind::MeanReward {
+                reward: reward_name(b)?,
+            },
             Box::new(b.rollout("rollout")?),
         )),
-        "mean_length" => Some(Value::Metric(MetricKind::MeanLength, Box::new(b.rollout("rollout")?))),
+        "mean_length" => Some(Value::Metric(
+            MetricKind::MeanLength,
+            Box::new(b.rollout("rollout")?),
+        )),
         "pass_at" => {
             let r = b.rollout("rollout")?;
             let k = b.usize("k");
             let n = r.rollout.base().n;
             if n < k {
-                c.err(Diagnostic::error(
-                    "E0406",
-                    format!("pass@{k} needs at least {k} samples per prompt, the rollout draws {n}"),
-                    b.span("rollout").unwrap_or(span),
-                    format!("n = {n}"),
-                ).with_label(b.span("k").unwrap_or(span), format!("k = {k}")).with_help(format!("sample with `n = {k}` or more")));
+                c.err(
+                    Diagnostic::error(
+                        "E0406",
+                        format!(
+                            "pass@{k} needs at least {k} samples per prompt, the rollout draws {n}"
+                        ),
+                        b.span("rollout").unwrap_or(span),
+                        format!("n = {n}"),
+                    )
+                    .with_label(b.span("k").unwrap_or(span), format!("k = {k}"))
+                    .with_help(format!("sample with `n = {k}` or more")),
+                );
                 return None;
             }
-            Some(Value::Metric(MetricKind::PassAtK { reward: reward_name(b)?, k }, Box::new(r)))
+            Some(Value::Metric(
+                MetricKind::PassAtK {
+                    reward: reward_name(b)?,
+                    k,
+                },
+                Box::new(r),
+            ))
         }
         "intrinsic_dim" => Some(Value::Summary(Summary::IntrinsicDim)),
-        "density_peaks" => Some(Value::Summary(Summary::DensityPeaks { labels: b.str("labels") })),
-        "context_attention" => Some(Value::Summary(Summary::ContextAttention { context: b.str("context") })),
+        "density_peaks" => Some(Value::Summary(Summary::DensityPeaks {
+            labels: b.str("labels"),
+        })),
+        "context_attention" => Some(Value::Summary(Summary::ContextAttention {
+            context: b.str("context"),
+        })),
         "attends_to_context" => Some(Value::Condition(Condition::AttendsToContext {
             model: b.str("model"),
             threshold: b.num("threshold"),
@@ -1032,14 +1271,26 @@ fn jsonl(
                 _ => ok = false,
             },
             None => {
-                c.err(Diagnostic::error("E0105", "`jsonl` takes one positional argument (the path)", a.span, "extra argument")
-                    .with_help("map fields by name: `jsonl(\"x.jsonl\", prompt = \"question\")`"));
+                c.err(
+                    Diagnostic::error(
+                        "E0105",
+                        "`jsonl` takes one positional argument (the path)",
+                        a.span,
+                        "extra argument",
+                    )
+                    .with_help("map fields by name: `jsonl(\"x.jsonl\", prompt = \"question\")`"),
+                );
                 ok = false;
             }
             Some(n) => match c.eval_as(module, &a.value, T::Str, locals, path) {
                 Some(Value::Str(s)) => {
                     if fields.insert(n.name.clone(), (s, a.value.span)).is_some() {
-                        c.err(Diagnostic::error("E0105", format!("field `{}` mapped twice", n.name), n.span, "mapped again"));
+                        c.err(Diagnostic::error(
+                            "E0105",
+                            format!("field `{}` mapped twice", n.name),
+                            n.span,
+                            "mapped again",
+                        ));
                         ok = false;
                     }
                 }
@@ -1048,7 +1299,12 @@ fn jsonl(
         }
     }
     let Some((file, file_span)) = file else {
-        c.err(Diagnostic::error("E0104", "missing the path of the JSONL file", span, "path missing"));
+        c.err(Diagnostic::error(
+            "E0104",
+            "missing the path of the JSONL file",
+            span,
+            "path missing",
+        ));
         return None;
     };
     if !ok {
@@ -1059,7 +1315,11 @@ fn jsonl(
     } else {
         format!("{}/{}", c.base_dir, file)
     };
-    let mut known: Option<BTreeSet<String>> = if fields.is_empty() { None } else { Some(fields.keys().cloned().collect()) };
+    let mut known: Option<BTreeSet<String>> = if fields.is_empty() {
+        None
+    } else {
+        Some(fields.keys().cloned().collect())
+    };
     if c.fs.is_file(&resolved) {
         match c.fs.read_head(&resolved, 5) {
             Ok(lines) => {
@@ -1086,15 +1346,28 @@ fn jsonl(
                 }
                 match keys {
                     None => {
-                        c.err(Diagnostic::error("E0502", format!("`{file}` has no records"), file_span, "empty file"));
+                        c.err(Diagnostic::error(
+                            "E0502",
+                            format!("`{file}` has no records"),
+                            file_span,
+                            "empty file",
+                        ));
                         return None;
                     }
                     Some(keys) => {
                         for (field, (key, kspan)) in &fields {
                             if !keys.contains(key) {
-                                let help = suggest::did_you_mean(key, keys.iter().map(|s| s.as_str())).unwrap_or_else(|| {
-                                    format!("the records have keys: {}", keys.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", "))
-                                });
+                                let help =
+                                    suggest::did_you_mean(key, keys.iter().map(|s| s.as_str()))
+                                        .unwrap_or_else(|| {
+                                            format!(
+                                                "the records have keys: {}",
+                                                keys.iter()
+                                                    .map(|k| format!("\"{k}\""))
+                                                    .collect::<Vec<_>>()
+                                                    .join(", ")
+                                            )
+                                        });
                                 c.err(Diagnostic::error(
                                     "E0501",
                                     format!("the records of `{file}` have no key \"{key}\" (mapped to field `{field}`)"),
@@ -1111,7 +1384,12 @@ fn jsonl(
                 }
             }
             Err(e) => {
-                c.err(Diagnostic::error("E0502", format!("cannot read `{file}`: {e}"), file_span, "unreadable"));
+                c.err(Diagnostic::error(
+                    "E0502",
+                    format!("cannot read `{file}`: {e}"),
+                    file_span,
+                    "unreadable",
+                ));
                 return None;
             }
         }
@@ -1120,14 +1398,17 @@ fn jsonl(
         return None;
     }
     let mut map: BTreeMap<String, String> = fields.into_iter().map(|(f, (k, _))| (f, k)).collect();
-    if map.is_empty() {
-        if let Some(k) = &known {
-            map = k.iter().map(|f| (f.clone(), f.clone())).collect();
-        }
+    if map.is_empty()
+        && let Some(k) = &known
+    {
+        map = k.iter().map(|f| (f.clone(), f.clone())).collect();
     }
     Some(Value::Data(Box::new(DataVal {
         name: None,
-        source: DataSource::Jsonl { path: file, fields: map },
+        source: DataSource::Jsonl {
+            path: file,
+            fields: map,
+        },
         transforms: vec![],
         fields: known,
         prompt_tokens: 0,
@@ -1146,21 +1427,51 @@ pub fn transform(
     locals: &HashMap<String, Value>,
     path: &str,
 ) -> Option<Value> {
-    const METHODS: &[&str] = &["template", "drop_prompt", "append_indicator", "shard", "filter", "take", "select", "shuffle"];
+    const METHODS: &[&str] = &[
+        "template",
+        "drop_prompt",
+        "append_indicator",
+        "shard",
+        "filter",
+        "take",
+        "select",
+        "shuffle",
+    ];
     let sig: &[P] = match method.name.as_str() {
-        "template" => &[p("text", T::Str, D::Req), p("into", T::FieldName, D::Sym("prompt"))],
+        "template" => &[
+            p("text", T::Str, D::Req),
+            p("into", T::FieldName, D::Sym("prompt")),
+        ],
         "drop_prompt" | "shuffle" => &[],
         "append_indicator" => &[p("token", T::Str, D::Req), p("when", T::Cond, D::Req)],
         "shard" => &[p("index", T::Int, D::Req), p("count", T::Count, D::Req)],
         "filter" => &[p("when", T::Cond, D::Req)],
         "take" | "select" => &[p("n", T::Count, D::Req)],
         other => {
-            c.err(Diagnostic::error("E0101", format!("datasets have no transform `{other}`"), method.span, "unknown transform")
-                .with_help(suggest::did_you_mean(other, METHODS.iter().copied()).unwrap_or_else(|| format!("the transforms are {}", METHODS.join(", ")))));
+            c.err(
+                Diagnostic::error(
+                    "E0101",
+                    format!("datasets have no transform `{other}`"),
+                    method.span,
+                    "unknown transform",
+                )
+                .with_help(
+                    suggest::did_you_mean(other, METHODS.iter().copied())
+                        .unwrap_or_else(|| format!("the transforms are {}", METHODS.join(", "))),
+                ),
+            );
             return None;
         }
     };
-    let b = bind(c, module, sig, args, span, locals, &format!("{path}.{}", method.name))?;
+    let b = bind(
+        c,
+        module,
+        sig,
+        args,
+        span,
+        locals,
+        &format!("{path}.{}", method.name),
+    )?;
     let t = match method.name.as_str() {
         "template" => {
             let text = b.str("text");
@@ -1168,21 +1479,38 @@ pub fn transform(
             let mut rest = text.as_str();
             let mut offset = 0usize;
             while let Some(open) = rest.find('{') {
-                let Some(close) = rest[open..].find('}') else { break };
+                let Some(close) = rest[open..].find('}') else {
+                    break;
+                };
                 let hole = &rest[open + 1..open + close];
-                if let Some(fields) = &d.fields {
-                    if !fields.contains(hole) {
-                        let s = b.span("text").unwrap_or(span);
-                        let at = s.start as usize + 1 + offset + open;
-                        let hspan = if text.len() + 2 == s.len() { Span::new(at, at + close + 1) } else { s };
-                        c.err(Diagnostic::error(
+                if let Some(fields) = &d.fields
+                    && !fields.contains(hole)
+                {
+                    let s = b.span("text").unwrap_or(span);
+                    let at = s.start as usize + 1 + offset + open;
+                    let hspan = if text.len() + 2 == s.len() {
+                        Span::new(at, at + close + 1)
+                    } else {
+                        s
+                    };
+                    c.err(
+                        Diagnostic::error(
                             "E0501",
                             format!("template hole `{{{hole}}}` names no field of the records"),
                             hspan,
                             "unknown field",
-                        ).with_help(suggest::did_you_mean(hole, fields.iter().map(|s| s.as_str())).unwrap_or_else(|| format!("the fields are {}", fields.iter().cloned().collect::<Vec<_>>().join(", ")))));
-                        return None;
-                    }
+                        )
+                        .with_help(
+                            suggest::did_you_mean(hole, fields.iter().map(|s| s.as_str()))
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "the fields are {}",
+                                        fields.iter().cloned().collect::<Vec<_>>().join(", ")
+                                    )
+                                }),
+                        ),
+                    );
+                    return None;
                 }
                 offset += open + close + 1;
                 rest = &rest[open + close + 1..];
@@ -1192,7 +1520,10 @@ pub fn transform(
             if let Some(f) = &mut d.fields {
                 f.insert(into.clone());
             }
-            Transform::Template { template: text, into }
+            Transform::Template {
+                template: text,
+                into,
+            }
         }
         "drop_prompt" => {
             d.prompt_tokens = 0;
@@ -1210,16 +1541,30 @@ pub fn transform(
         "shard" => {
             let (index, count) = (b.usize("index"), b.usize("count"));
             if index >= count {
-                c.err(Diagnostic::error("E0401", format!("shard index {index} is not below the shard count {count}"), b.span("index").unwrap_or(span), "out of range")
-                    .with_help(format!("indices run from 0 to {}", count.saturating_sub(1))));
+                c.err(
+                    Diagnostic::error(
+                        "E0401",
+                        format!("shard index {index} is not below the shard count {count}"),
+                        b.span("index").unwrap_or(span),
+                        "out of range",
+                    )
+                    .with_help(format!("indices run from 0 to {}", count.saturating_sub(1))),
+                );
                 return None;
             }
             Transform::Shard { index, count }
         }
         "filter" => match b.get("when") {
-            Some(Value::Condition(Condition::Expr { expr })) => Transform::Filter { when: expr.clone() },
+            Some(Value::Condition(Condition::Expr { expr })) => {
+                Transform::Filter { when: expr.clone() }
+            }
             _ => {
-                c.err(Diagnostic::error("E0201", "`filter` takes a reward used as a predicate", b.span("when").unwrap_or(span), "not a predicate"));
+                c.err(Diagnostic::error(
+                    "E0201",
+                    "`filter` takes a reward used as a predicate",
+                    b.span("when").unwrap_or(span),
+                    "not a predicate",
+                ));
                 return None;
             }
         },

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use post_graph::{Axis, AxisError, BinaryOp, Expr, ObjectiveInstance, Quantity, Reduce, Schedule, Shape, UnaryOp};
+use post_graph::{
+    Axis, AxisError, BinaryOp, Expr, ObjectiveInstance, Quantity, Reduce, Schedule, Shape, UnaryOp,
+};
 
 use super::builtins::{self, PT, R, T};
 use super::{Checker, DefKind, ObjVal, Value};
@@ -21,8 +23,14 @@ use crate::syntax::ast::{self, BinOp, ExprKind};
 #[derive(Debug, Clone)]
 enum FArg {
     Slot(String),
-    Num { hyper: String, value: Option<f64> },
-    Sym { value: Option<String>, options: Vec<String> },
+    Num {
+        hyper: String,
+        value: Option<f64>,
+    },
+    Sym {
+        value: Option<String>,
+        options: Vec<String>,
+    },
     Reward(String),
     Bool(Option<bool>),
     Tensor(Expr),
@@ -33,9 +41,15 @@ enum FArg {
 enum FVal {
     T(Expr),
     K(f64),
-    H { hyper: String, value: Option<f64> },
+    H {
+        hyper: String,
+        value: Option<f64>,
+    },
     B(Option<bool>),
-    Sym { value: Option<String>, options: Vec<String> },
+    Sym {
+        value: Option<String>,
+        options: Vec<String>,
+    },
     Slot(String),
     Reward(String),
 }
@@ -60,7 +74,9 @@ impl FVal {
         match self {
             FVal::T(e) => Some(e.clone()),
             FVal::K(x) => Some(Expr::constant(*x)),
-            FVal::H { hyper, .. } => Some(Expr::Hyper { name: hyper.clone() }),
+            FVal::H { hyper, .. } => Some(Expr::Hyper {
+                name: hyper.clone(),
+            }),
             _ => None,
         }
     }
@@ -99,28 +115,48 @@ pub fn check_definition(c: &mut Checker, id: usize) {
     let def = c.defs[id].def;
     let module = c.defs[id].module;
     let Some(params) = def.params.as_deref() else {
-        c.err(Diagnostic::error(
-            "E0201",
-            format!("objective `{}` needs a parameter list", def.name.name),
-            def.name.span,
-            "no parameters",
-        ).with_help(format!("write `objective {}(y: seqs) = ...`", def.name.name)));
+        c.err(
+            Diagnostic::error(
+                "E0201",
+                format!("objective `{}` needs a parameter list", def.name.name),
+                def.name.span,
+                "no parameters",
+            )
+            .with_help(format!(
+                "write `objective {}(y: seqs) = ...`",
+                def.name.name
+            )),
+        );
         return;
     };
     let mut env = HashMap::new();
-    let mut low = Low { slots: BTreeMap::new(), hypers: BTreeMap::new(), abstract_mode: true, stack: vec![id] };
+    let mut low = Low {
+        slots: BTreeMap::new(),
+        hypers: BTreeMap::new(),
+        abstract_mode: true,
+        stack: vec![id],
+    };
     for p in params {
         let Some(ty) = param_ty(c, p) else { return };
         let arg = match ty {
             PT::Seqs => {
-                low.slots.insert(p.name.name.clone(), SlotInfo { group: None, reward: None });
+                low.slots.insert(
+                    p.name.name.clone(),
+                    SlotInfo {
+                        group: None,
+                        reward: None,
+                    },
+                );
                 FArg::Slot(p.name.name.clone())
             }
             PT::Sym(options) => {
                 if let Some(d) = &p.default {
                     let _ = builtins::symbol(c, d, &options);
                 }
-                FArg::Sym { value: None, options }
+                FArg::Sym {
+                    value: None,
+                    options,
+                }
             }
             PT::T(T::Reward) => FArg::Reward(p.name.name.clone()),
             PT::T(T::Bool) => FArg::Bool(None),
@@ -128,13 +164,19 @@ pub fn check_definition(c: &mut Checker, id: usize) {
                 if let Some(d) = &p.default {
                     let _ = c.eval_as(module, d, T::Sched(r), &HashMap::new(), &p.name.name);
                 }
-                FArg::Num { hyper: p.name.name.clone(), value: None }
+                FArg::Num {
+                    hyper: p.name.name.clone(),
+                    value: None,
+                }
             }
             PT::T(T::Int | T::Count) => {
                 if let Some(d) = &p.default {
                     let _ = c.eval_as(module, d, T::Count, &HashMap::new(), &p.name.name);
                 }
-                FArg::Num { hyper: p.name.name.clone(), value: None }
+                FArg::Num {
+                    hyper: p.name.name.clone(),
+                    value: None,
+                }
             }
             PT::Axis(a) => FArg::Tensor(placeholder(a, &p.name.name)),
             _ => {
@@ -156,27 +198,46 @@ fn placeholder(a: Axis, name: &str) -> Expr {
     match a {
         Axis::Token => Expr::input(Quantity::Logp, name),
         Axis::Seq => Expr::input(Quantity::Length, name),
-        Axis::Scalar => Expr::Hyper { name: name.to_string() },
+        Axis::Scalar => Expr::Hyper {
+            name: name.to_string(),
+        },
     }
 }
 
 fn param_ty(c: &mut Checker, p: &ast::Param) -> Option<PT> {
     let Some(ty) = &p.ty else {
-        c.err(Diagnostic::error(
-            "E0201",
-            format!("parameter `{}` needs a type", p.name.name),
-            p.name.span,
-            "no type",
-        ).with_help(format!("e.g. `{}: seqs`, `{}: pos = 0.1`, `{}: a | b`", p.name.name, p.name.name, p.name.name)));
+        c.err(
+            Diagnostic::error(
+                "E0201",
+                format!("parameter `{}` needs a type", p.name.name),
+                p.name.span,
+                "no type",
+            )
+            .with_help(format!(
+                "e.g. `{}: seqs`, `{}: pos = 0.1`, `{}: a | b`",
+                p.name.name, p.name.name, p.name.name
+            )),
+        );
         return None;
     };
     match builtins::param_type(ty) {
         Some(t) => Some(t),
         None => {
             let first = &ty[0];
-            c.err(Diagnostic::error("E0101", format!("unknown type `{}`", first.name), first.span, "not a type")
-                .with_help(suggest::did_you_mean(&first.name, builtins::TYPE_NAMES.iter().copied())
-                    .unwrap_or_else(|| format!("the types are {}", builtins::TYPE_NAMES.join(", ")))));
+            c.err(
+                Diagnostic::error(
+                    "E0101",
+                    format!("unknown type `{}`", first.name),
+                    first.span,
+                    "not a type",
+                )
+                .with_help(
+                    suggest::did_you_mean(&first.name, builtins::TYPE_NAMES.iter().copied())
+                        .unwrap_or_else(|| {
+                            format!("the types are {}", builtins::TYPE_NAMES.join(", "))
+                        }),
+                ),
+            );
             None
         }
     }
@@ -208,10 +269,19 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
     let args: Vec<ast::Arg> = obj
         .args
         .iter()
-        .map(|(n, e)| ast::Arg { name: n.clone(), value: e.clone(), span: n.as_ref().map_or(e.span, |n| n.span.join(e.span)) })
+        .map(|(n, e)| ast::Arg {
+            name: n.clone(),
+            value: e.clone(),
+            span: n.as_ref().map_or(e.span, |n| n.span.join(e.span)),
+        })
         .collect();
     let assigned = builtins::assign_args(c, &names, &args, obj.span)?;
-    let mut low = Low { slots: BTreeMap::new(), hypers: BTreeMap::new(), abstract_mode: false, stack: vec![obj.def] };
+    let mut low = Low {
+        slots: BTreeMap::new(),
+        hypers: BTreeMap::new(),
+        abstract_mode: false,
+        stack: vec![obj.def],
+    };
     let mut env = HashMap::new();
     let mut shown = BTreeMap::new();
     let mut slots = Vec::new();
@@ -231,7 +301,11 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
             (None, None) => (None, obj.module, false),
         };
         if let (true, Some(e)) = (is_default, expr) {
-            c.default_applied(&path, crate::fmt::expr_to_string(e), &format!("default of `{}`", def.name.name));
+            c.default_applied(
+                &path,
+                crate::fmt::expr_to_string(e),
+                &format!("default of `{}`", def.name.name),
+            );
         }
         if let Some(e) = expr {
             shown.insert(pname.clone(), crate::fmt::expr_to_string(e));
@@ -274,30 +348,56 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                         (post_graph::SlotSource::Data { field: f }, None)
                     }
                     Value::Rollout(r) => {
-                        let hint = format!("{}_{}", st.path.replace(' ', "_").replace('.', "_"), pname);
+                        let hint = format!("{}_{}", st.path.replace([' ', '.'], "_"), pname);
                         let name = c.register_rollout(&r, &hint);
                         rollouts_used.push(name.clone());
-                        (post_graph::SlotSource::Rollout { rollout: name }, Some(r.rollout.base().n))
+                        (
+                            post_graph::SlotSource::Rollout { rollout: name },
+                            Some(r.rollout.base().n),
+                        )
                     }
                     Value::Replay(r, capacity) => {
-                        let hint = format!("{}_{}", st.path.replace(' ', "_").replace('.', "_"), pname);
+                        let hint = format!("{}_{}", st.path.replace([' ', '.'], "_"), pname);
                         let name = c.register_rollout(&r, &hint);
                         rollouts_used.push(name.clone());
-                        (post_graph::SlotSource::Replay { rollout: name, capacity }, Some(r.rollout.base().n))
+                        (
+                            post_graph::SlotSource::Replay {
+                                rollout: name,
+                                capacity,
+                            },
+                            Some(r.rollout.base().n),
+                        )
                     }
                     other => {
-                        c.type_error(span, "a dataset field (`train.solution`), a rollout or `replay(...)`", &other);
+                        c.type_error(
+                            span,
+                            "a dataset field (`train.solution`), a rollout or `replay(...)`",
+                            &other,
+                        );
                         ok = false;
                         continue;
                     }
                 };
-                slots.push(post_graph::Slot { name: pname.clone(), source, reward: None });
-                low.slots.insert(pname.clone(), SlotInfo { group, reward: None });
+                slots.push(post_graph::Slot {
+                    name: pname.clone(),
+                    source,
+                    reward: None,
+                });
+                low.slots.insert(
+                    pname.clone(),
+                    SlotInfo {
+                        group,
+                        reward: None,
+                    },
+                );
                 FArg::Slot(pname.clone())
             }
             PT::Sym(options) => match expr {
                 Some(e) => match builtins::symbol(c, e, &options) {
-                    Some(Value::Sym(s)) => FArg::Sym { value: Some(s), options },
+                    Some(Value::Sym(s)) => FArg::Sym {
+                        value: Some(s),
+                        options,
+                    },
                     _ => {
                         ok = false;
                         continue;
@@ -309,17 +409,20 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                     continue;
                 }
             },
-            PT::T(T::Reward) => match expr.and_then(|e| c.eval_as(module, e, T::Reward, &empty, &path)) {
-                Some(Value::Reward(r)) => FArg::Reward(r),
-                _ => {
-                    if expr.is_none() {
-                        missing(c, obj, p);
+            PT::T(T::Reward) => {
+                match expr.and_then(|e| c.eval_as(module, e, T::Reward, &empty, &path)) {
+                    Some(Value::Reward(r)) => FArg::Reward(r),
+                    _ => {
+                        if expr.is_none() {
+                            missing(c, obj, p);
+                        }
+                        ok = false;
+                        continue;
                     }
-                    ok = false;
-                    continue;
                 }
-            },
-            PT::T(T::Bool) => match expr.and_then(|e| c.eval_as(module, e, T::Bool, &empty, &path)) {
+            }
+            PT::T(T::Bool) => match expr.and_then(|e| c.eval_as(module, e, T::Bool, &empty, &path))
+            {
                 Some(Value::Bool(b)) => {
                     if pname == "mask_truncated" {
                         mask_truncated = b;
@@ -348,11 +451,11 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                     ok = false;
                     continue;
                 };
-                if let T::Sched(r) = want {
-                    if builtins::check_value_range(c, &v, r, &pname, e.span).is_none() {
-                        ok = false;
-                        continue;
-                    }
+                if let T::Sched(r) = want
+                    && builtins::check_value_range(c, &v, r, &pname, e.span).is_none()
+                {
+                    ok = false;
+                    continue;
                 }
                 let sched = match v {
                     Value::Schedule(s) => s,
@@ -363,20 +466,29 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                         Shape::Constant { value } => value as usize,
                         _ => 1,
                     };
-                    FArg::Num { hyper: pname.clone(), value: Some(updates as f64) }
+                    FArg::Num {
+                        hyper: pname.clone(),
+                        value: Some(updates as f64),
+                    }
                 } else {
                     let value = match sched.shape {
                         Shape::Constant { value } if sched.warmup == 0 => Some(value),
                         _ => None,
                     };
                     low.hypers.insert(pname.clone(), sched);
-                    FArg::Num { hyper: pname.clone(), value }
+                    FArg::Num {
+                        hyper: pname.clone(),
+                        value,
+                    }
                 }
             }
             _ => {
                 c.err(Diagnostic::error(
                     "E0201",
-                    format!("`{}` takes a formula value and cannot be used as a stage objective", def.name.name),
+                    format!(
+                        "`{}` takes a formula value and cannot be used as a stage objective",
+                        def.name.name
+                    ),
                     obj.span,
                     "not a top-level objective",
                 ));
@@ -388,7 +500,9 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
     if !ok {
         return None;
     }
-    let v = c.at_site(def_module, obj.span, |c| lower(c, &mut low, &env, def_module, &def.value))?;
+    let v = c.at_site(def_module, obj.span, |c| {
+        lower(c, &mut low, &env, def_module, &def.value)
+    })?;
     let Some(loss) = v.expr() else {
         type_err(c, def.value.span, "a formula", &v);
         return None;
@@ -396,12 +510,19 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
     match loss.axis() {
         Ok(Axis::Scalar) => {}
         Ok(a) => {
-            c.err(Diagnostic::error(
-                "E0302",
-                format!("objective `{}` is {a}-level; a loss must be a scalar", def.name.name),
-                obj.span,
-                format!("{a}-level value"),
-            ).with_label(def.value.span, "the formula").with_help("reduce it, e.g. `mean_seqs(...)` or `mean_all_tokens(...)`"));
+            c.err(
+                Diagnostic::error(
+                    "E0302",
+                    format!(
+                        "objective `{}` is {a}-level; a loss must be a scalar",
+                        def.name.name
+                    ),
+                    obj.span,
+                    format!("{a}-level value"),
+                )
+                .with_label(def.value.span, "the formula")
+                .with_help("reduce it, e.g. `mean_seqs(...)` or `mean_all_tokens(...)`"),
+            );
             return None;
         }
         Err(_) => return None,
@@ -429,8 +550,15 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
 }
 
 fn missing(c: &mut Checker, obj: &ObjVal, p: &ast::Param) {
-    c.err(Diagnostic::error("E0104", format!("missing argument `{}`", p.name.name), obj.span, "argument missing")
-        .with_label(p.name.span, "parameter declared here"));
+    c.err(
+        Diagnostic::error(
+            "E0104",
+            format!("missing argument `{}`", p.name.name),
+            obj.span,
+            "argument missing",
+        )
+        .with_label(p.name.span, "parameter declared here"),
+    );
 }
 
 fn axis_of(c: &mut Checker, e: &Expr, span: Span) -> Option<Axis> {
@@ -446,13 +574,24 @@ fn axis_of(c: &mut Checker, e: &Expr, span: Span) -> Option<Axis> {
             None
         }
         Err(e) => {
-            c.err(Diagnostic::error("E0301", e.to_string(), span, "wrong axis"));
+            c.err(Diagnostic::error(
+                "E0301",
+                e.to_string(),
+                span,
+                "wrong axis",
+            ));
             None
         }
     }
 }
 
-fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usize, e: &ast::Expr) -> Option<FVal> {
+fn lower(
+    c: &mut Checker,
+    low: &mut Low,
+    env: &HashMap<String, FArg>,
+    module: usize,
+    e: &ast::Expr,
+) -> Option<FVal> {
     match &e.kind {
         ExprKind::Number { value, .. } => Some(FVal::K(*value)),
         ExprKind::Bool(b) => Some(FVal::B(Some(*b))),
@@ -468,14 +607,16 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
                 });
             }
             match c.lookup(module, n) {
-                Some(id) if c.defs[id].def.kind == DefKind::Const => match c.def_value(id, e.span)? {
-                    Value::Num(x) => Some(FVal::K(x)),
-                    Value::Bool(b) => Some(FVal::B(Some(b))),
-                    v => {
-                        c.type_error(e.span, "a number", &v);
-                        None
+                Some(id) if c.defs[id].def.kind == DefKind::Const => {
+                    match c.def_value(id, e.span)? {
+                        Value::Num(x) => Some(FVal::K(x)),
+                        Value::Bool(b) => Some(FVal::B(Some(b))),
+                        v => {
+                            c.type_error(e.span, "a number", &v);
+                            None
+                        }
                     }
-                },
+                }
                 Some(id) if c.defs[id].def.kind == DefKind::Reward => {
                     if c.lower_reward_def(id).is_some() {
                         c.register_reward(id);
@@ -484,8 +625,18 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
                 }
                 Some(id) => {
                     let d = c.defs[id].def;
-                    c.err(Diagnostic::error("E0201", format!("`{n}` is a {} and cannot be used in a formula", d.kind.keyword()), e.span, "not a formula value")
-                        .with_label(d.name.span, "defined here"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0201",
+                            format!(
+                                "`{n}` is a {} and cannot be used in a formula",
+                                d.kind.keyword()
+                            ),
+                            e.span,
+                            "not a formula value",
+                        )
+                        .with_label(d.name.span, "defined here"),
+                    );
                     None
                 }
                 None => {
@@ -523,7 +674,11 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
             let (l, r) = (l?, r?);
             binary(c, *op, l, r, lhs.span, rhs.span, e.span)
         }
-        ExprKind::If { cond, then, otherwise } => {
+        ExprKind::If {
+            cond,
+            then,
+            otherwise,
+        } => {
             let cv = lower(c, low, env, module, cond)?;
             match cv {
                 FVal::B(Some(true)) => lower(c, low, env, module, then),
@@ -550,7 +705,11 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
                         type_err(c, then.span, "a number", &t);
                         return None;
                     };
-                    let out = Expr::Where { cond: Box::new(cond_e), then: Box::new(te), otherwise: Box::new(oe) };
+                    let out = Expr::Where {
+                        cond: Box::new(cond_e),
+                        then: Box::new(te),
+                        otherwise: Box::new(oe),
+                    };
                     axis_of(c, &out, e.span)?;
                     Some(FVal::T(out))
                 }
@@ -563,7 +722,12 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
         ExprKind::Match { scrutinee, arms } => {
             let sv = lower(c, low, env, module, scrutinee)?;
             let FVal::Sym { value, options } = sv else {
-                type_err(c, scrutinee.span, "an option parameter (`kind: a | b`)", &sv);
+                type_err(
+                    c,
+                    scrutinee.span,
+                    "an option parameter (`kind: a | b`)",
+                    &sv,
+                );
                 return None;
             };
             let mut covered = Vec::new();
@@ -571,17 +735,40 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
             for a in arms {
                 let pat = a.pattern.name.as_str();
                 if pat != "_" && !options.iter().any(|o| o == pat) {
-                    c.err(Diagnostic::error("E0204", format!("`{pat}` is not an option of this parameter"), a.pattern.span, "unknown option")
-                        .with_help(suggest::did_you_mean(pat, options.iter().map(|s| s.as_str())).unwrap_or_else(|| format!("the options are {}", options.join(", ")))));
+                    c.err(
+                        Diagnostic::error(
+                            "E0204",
+                            format!("`{pat}` is not an option of this parameter"),
+                            a.pattern.span,
+                            "unknown option",
+                        )
+                        .with_help(
+                            suggest::did_you_mean(pat, options.iter().map(|s| s.as_str()))
+                                .unwrap_or_else(|| {
+                                    format!("the options are {}", options.join(", "))
+                                }),
+                        ),
+                    );
                     ok = false;
                 }
                 covered.push(pat.to_string());
             }
             if !covered.iter().any(|p| p == "_") {
-                let missing: Vec<&str> = options.iter().filter(|o| !covered.contains(o)).map(|s| s.as_str()).collect();
+                let missing: Vec<&str> = options
+                    .iter()
+                    .filter(|o| !covered.contains(o))
+                    .map(|s| s.as_str())
+                    .collect();
                 if !missing.is_empty() {
-                    c.err(Diagnostic::error("E0204", format!("`match` does not cover {}", missing.join(", ")), e.span, "non-exhaustive match")
-                        .with_help("add an arm for each option, or `_ => ...`"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0204",
+                            format!("`match` does not cover {}", missing.join(", ")),
+                            e.span,
+                            "non-exhaustive match",
+                        )
+                        .with_help("add an arm for each option, or `_ => ...`"),
+                    );
                     ok = false;
                 }
             }
@@ -590,7 +777,10 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
             }
             match value {
                 Some(v) => {
-                    let arm = arms.iter().find(|a| a.pattern.name == v).or_else(|| arms.iter().find(|a| a.pattern.name == "_"))?;
+                    let arm = arms
+                        .iter()
+                        .find(|a| a.pattern.name == v)
+                        .or_else(|| arms.iter().find(|a| a.pattern.name == "_"))?;
                     lower(c, low, env, module, &arm.value)
                 }
                 None => {
@@ -611,7 +801,12 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
             }
         }
         ExprKind::Call { callee, args } => call(c, low, env, module, e, callee, args),
-        ExprKind::Str(_) | ExprKind::Quantity { .. } | ExprKind::Tuple(_) | ExprKind::List(_) | ExprKind::Arrow { .. } | ExprKind::Field { .. } => {
+        ExprKind::Str(_)
+        | ExprKind::Quantity { .. }
+        | ExprKind::Tuple(_)
+        | ExprKind::List(_)
+        | ExprKind::Arrow { .. }
+        | ExprKind::Field { .. } => {
             c.err(Diagnostic::error("E0201", "this form is not available in objective formulas", e.span, "not a formula")
                 .with_help("formulas use numbers, parameters, operators, `if`, `match` and the formula functions"));
             None
@@ -619,11 +814,23 @@ fn lower(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: us
     }
 }
 
-fn binary(c: &mut Checker, op: BinOp, l: FVal, r: FVal, ls: Span, rs: Span, span: Span) -> Option<FVal> {
+fn binary(
+    c: &mut Checker,
+    op: BinOp,
+    l: FVal,
+    r: FVal,
+    ls: Span,
+    rs: Span,
+    span: Span,
+) -> Option<FVal> {
     // Logic on compile-time booleans.
     if matches!(op, BinOp::And | BinOp::Or) {
         let (FVal::B(a), FVal::B(b)) = (&l, &r) else {
-            let (bad, s) = if matches!(l, FVal::B(_)) { (&r, rs) } else { (&l, ls) };
+            let (bad, s) = if matches!(l, FVal::B(_)) {
+                (&r, rs)
+            } else {
+                (&l, ls)
+            };
             type_err(c, s, "a boolean", bad);
             return None;
         };
@@ -633,7 +840,10 @@ fn binary(c: &mut Checker, op: BinOp, l: FVal, r: FVal, ls: Span, rs: Span, span
             _ => None,
         }));
     }
-    let is_cmp = matches!(op, BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge);
+    let is_cmp = matches!(
+        op,
+        BinOp::Eq | BinOp::Ne | BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge
+    );
     if is_cmp && l.is_compile_time() && r.is_compile_time() {
         let out = match (l.known(), r.known()) {
             (Some(a), Some(b)) => Some(match op {
@@ -657,14 +867,22 @@ fn binary(c: &mut Checker, op: BinOp, l: FVal, r: FVal, ls: Span, rs: Span, span
             _ => a.powf(*b),
         };
         if !v.is_finite() {
-            c.err(Diagnostic::error("E0401", "this constant is not a finite number", span, "not finite"));
+            c.err(Diagnostic::error(
+                "E0401",
+                "this constant is not a finite number",
+                span,
+                "not finite",
+            ));
             return None;
         }
         return Some(FVal::K(v));
     }
     // A term weighted by the constant 0 vanishes (beta = 0 removes the KL term, and with it the
     // need for a reference model).
-    let zero = |v: &FVal| matches!(v, FVal::K(x) if *x == 0.0) || matches!(v, FVal::H { value: Some(x), .. } if *x == 0.0);
+    let zero = |v: &FVal| {
+        matches!(v, FVal::K(x) if *x == 0.0)
+            || matches!(v, FVal::H { value: Some(x), .. } if *x == 0.0)
+    };
     let numeric = |v: &FVal| v.expr().is_some();
     if numeric(&l) && numeric(&r) {
         match op {
@@ -681,7 +899,11 @@ fn binary(c: &mut Checker, op: BinOp, l: FVal, r: FVal, ls: Span, rs: Span, span
         }
     }
     let (Some(le), Some(re)) = (l.expr(), r.expr()) else {
-        let (bad, s) = if l.expr().is_none() { (&l, ls) } else { (&r, rs) };
+        let (bad, s) = if l.expr().is_none() {
+            (&l, ls)
+        } else {
+            (&r, rs)
+        };
         type_err(c, s, "a number", bad);
         return None;
     };
@@ -696,8 +918,15 @@ fn binary(c: &mut Checker, op: BinOp, l: FVal, r: FVal, ls: Span, rs: Span, span
         BinOp::Gt => BinaryOp::Gt,
         BinOp::Ge => BinaryOp::Ge,
         _ => {
-            c.err(Diagnostic::error("E0201", format!("`{}` compares only constants in formulas", op.symbol()), span, "not available on tensors")
-                .with_help("use `<`, `<=`, `>` or `>=` on per-token or per-sequence values"));
+            c.err(
+                Diagnostic::error(
+                    "E0201",
+                    format!("`{}` compares only constants in formulas", op.symbol()),
+                    span,
+                    "not available on tensors",
+                )
+                .with_help("use `<`, `<=`, `>` or `>=` on per-token or per-sequence values"),
+            );
             return None;
         }
     };
@@ -706,21 +935,48 @@ fn binary(c: &mut Checker, op: BinOp, l: FVal, r: FVal, ls: Span, rs: Span, span
     Some(FVal::T(out))
 }
 
-fn slot_arg(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usize, a: &ast::Arg, fname: &str) -> Option<String> {
+fn slot_arg(
+    c: &mut Checker,
+    low: &mut Low,
+    env: &HashMap<String, FArg>,
+    module: usize,
+    a: &ast::Arg,
+    fname: &str,
+) -> Option<String> {
     match lower(c, low, env, module, &a.value)? {
         FVal::Slot(s) => Some(s),
         other => {
-            c.err(Diagnostic::error("E0201", format!("`{fname}` reads a sequence set, found {}", other.describe()), a.value.span, "not a sequence set")
-                .with_help("pass a `seqs` parameter of the objective"));
+            c.err(
+                Diagnostic::error(
+                    "E0201",
+                    format!("`{fname}` reads a sequence set, found {}", other.describe()),
+                    a.value.span,
+                    "not a sequence set",
+                )
+                .with_help("pass a `seqs` parameter of the objective"),
+            );
             None
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usize, e: &ast::Expr, callee: &ast::Expr, args: &[ast::Arg]) -> Option<FVal> {
+fn call(
+    c: &mut Checker,
+    low: &mut Low,
+    env: &HashMap<String, FArg>,
+    module: usize,
+    e: &ast::Expr,
+    callee: &ast::Expr,
+    args: &[ast::Arg],
+) -> Option<FVal> {
     let ExprKind::Name(name) = &callee.kind else {
-        c.err(Diagnostic::error("E0201", "this cannot be called", callee.span, "not a function"));
+        c.err(Diagnostic::error(
+            "E0201",
+            "this cannot be called",
+            callee.span,
+            "not a function",
+        ));
         return None;
     };
     let name = name.as_str();
@@ -739,7 +995,12 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
     };
     if let Some(r) = reward {
         if args.len() != 1 {
-            c.err(Diagnostic::error("E0105", format!("a reward applies to one sequence set: `{name}(y)`"), e.span, "wrong arguments"));
+            c.err(Diagnostic::error(
+                "E0105",
+                format!("a reward applies to one sequence set: `{name}(y)`"),
+                e.span,
+                "wrong arguments",
+            ));
             return None;
         }
         let slot = slot_arg(c, low, env, module, &args[0], name)?;
@@ -763,7 +1024,15 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
     }
     let arity = |c: &mut Checker, n: usize| -> Option<()> {
         if args.len() != n || args.iter().any(|a| a.name.is_some()) {
-            c.err(Diagnostic::error("E0105", format!("`{name}` takes {n} positional argument{}", if n == 1 { "" } else { "s" }), e.span, "wrong arguments"));
+            c.err(Diagnostic::error(
+                "E0105",
+                format!(
+                    "`{name}` takes {n} positional argument{}",
+                    if n == 1 { "" } else { "s" }
+                ),
+                e.span,
+                "wrong arguments",
+            ));
             return None;
         }
         Some(())
@@ -787,7 +1056,9 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
         arity(c, 1)?;
         let slot = slot_arg(c, low, env, module, &args[0], name)?;
         if low.abstract_mode {
-            return Some(FVal::T(Expr::Hyper { name: format!("group_size({slot})") }));
+            return Some(FVal::T(Expr::Hyper {
+                name: format!("group_size({slot})"),
+            }));
         }
         let n = low.slots.get(&slot).and_then(|s| s.group);
         return match n {
@@ -817,7 +1088,12 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
         if let FVal::K(x) = v {
             let y = fold_unary(u, x);
             if !y.is_finite() {
-                c.err(Diagnostic::error("E0401", format!("`{name}({})` is not finite", builtins::fmt_num(x)), e.span, "not finite"));
+                c.err(Diagnostic::error(
+                    "E0401",
+                    format!("`{name}({})` is not finite", builtins::fmt_num(x)),
+                    e.span,
+                    "not finite",
+                ));
                 return None;
             }
             return Some(FVal::K(y));
@@ -852,16 +1128,22 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
         let (expected, _) = f.signature();
         if found != expected {
             let help = match (expected, found) {
-                (Axis::Seq, Axis::Token) => "reduce the tokens first: `sum_tokens(...)` or `mean_tokens(...)`",
+                (Axis::Seq, Axis::Token) => {
+                    "reduce the tokens first: `sum_tokens(...)` or `mean_tokens(...)`"
+                }
                 (Axis::Token, _) => "this reduction takes per-token values such as `logp(y)`",
                 _ => "this reduction takes per-sequence values",
             };
-            c.err(Diagnostic::error(
-                "E0301",
-                format!("`{name}` expects a {expected}-level value, found a {found}-level one"),
-                args[0].value.span,
-                format!("{found}-level"),
-            ).with_label(callee.span, format!("expects {expected}-level")).with_help(help));
+            c.err(
+                Diagnostic::error(
+                    "E0301",
+                    format!("`{name}` expects a {expected}-level value, found a {found}-level one"),
+                    args[0].value.span,
+                    format!("{found}-level"),
+                )
+                .with_label(callee.span, format!("expects {expected}-level"))
+                .with_help(help),
+            );
             return None;
         }
         if matches!(f, Reduce::GroupMean | Reduce::GroupStd) && !low.abstract_mode {
@@ -899,7 +1181,15 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
                 type_err(c, e.span, "numbers", &a);
                 return None;
             };
-            let out = Expr::binary(if name == "min" { BinaryOp::Min } else { BinaryOp::Max }, x, y);
+            let out = Expr::binary(
+                if name == "min" {
+                    BinaryOp::Min
+                } else {
+                    BinaryOp::Max
+                },
+                x,
+                y,
+            );
             axis_of(c, &out, e.span)?;
             Some(FVal::T(out))
         }
@@ -935,7 +1225,11 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
             let o = xs.pop()?;
             let t = xs.pop()?;
             let cnd = xs.pop()?;
-            let out = Expr::Where { cond: Box::new(cnd), then: Box::new(t), otherwise: Box::new(o) };
+            let out = Expr::Where {
+                cond: Box::new(cnd),
+                then: Box::new(t),
+                otherwise: Box::new(o),
+            };
             axis_of(c, &out, e.span)?;
             Some(FVal::T(out))
         }
@@ -949,10 +1243,17 @@ fn call(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usi
 
 fn group_error(c: &mut Checker, slot: &str, n: Option<usize>, span: Span) {
     let msg = match n {
-        Some(n) => format!("group statistics of `{slot}` need at least 2 completions per prompt, the rollout samples {n}"),
-        None => format!("`{slot}` comes from a dataset (one sequence per prompt): group statistics need a rollout"),
+        Some(n) => format!(
+            "group statistics of `{slot}` need at least 2 completions per prompt, the rollout samples {n}"
+        ),
+        None => format!(
+            "`{slot}` comes from a dataset (one sequence per prompt): group statistics need a rollout"
+        ),
     };
-    c.err(Diagnostic::error("E0405", msg, span, "group of one").with_help("sample with `n = 2` or more, e.g. `sample(policy, n = 8)`"));
+    c.err(
+        Diagnostic::error("E0405", msg, span, "group of one")
+            .with_help("sample with `n = 2` or more, e.g. `sample(policy, n = 8)`"),
+    );
 }
 
 fn fold_unary(u: UnaryOp, x: f64) -> f64 {
@@ -973,12 +1274,27 @@ fn fold_unary(u: UnaryOp, x: f64) -> f64 {
 
 /// Inline a call of another objective inside a formula.
 #[allow(clippy::too_many_arguments)]
-fn inline(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: usize, id: usize, e: &ast::Expr, args: &[ast::Arg]) -> Option<FVal> {
+fn inline(
+    c: &mut Checker,
+    low: &mut Low,
+    env: &HashMap<String, FArg>,
+    module: usize,
+    id: usize,
+    e: &ast::Expr,
+    args: &[ast::Arg],
+) -> Option<FVal> {
     let def = c.defs[id].def;
     let def_module = c.defs[id].module;
     if low.stack.contains(&id) || low.stack.len() > MAX_INLINE {
-        c.err(Diagnostic::error("E0109", format!("objective `{}` calls itself", def.name.name), e.span, "recursive call")
-            .with_label(def.name.span, "definition"));
+        c.err(
+            Diagnostic::error(
+                "E0109",
+                format!("objective `{}` calls itself", def.name.name),
+                e.span,
+                "recursive call",
+            )
+            .with_label(def.name.span, "definition"),
+        );
         return None;
     }
     let params = def.params.as_deref().unwrap_or(&[]);
@@ -991,8 +1307,15 @@ fn inline(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: u
             (Some(a), _) => (&args[a].value, module, true),
             (None, Some(d)) => (d, def_module, false),
             (None, None) => {
-                c.err(Diagnostic::error("E0104", format!("missing argument `{}` of `{}`", p.name.name, def.name.name), e.span, "argument missing")
-                    .with_label(p.name.span, "parameter declared here"));
+                c.err(
+                    Diagnostic::error(
+                        "E0104",
+                        format!("missing argument `{}` of `{}`", p.name.name, def.name.name),
+                        e.span,
+                        "argument missing",
+                    )
+                    .with_label(p.name.span, "parameter declared here"),
+                );
                 return None;
             }
         };
@@ -1001,24 +1324,49 @@ fn inline(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: u
         let arg = match ty {
             PT::Sym(options) => {
                 // A caller's own option parameter passes through; otherwise a literal option.
-                if let ExprKind::Name(n) = &expr.kind {
-                    if let Some(FArg::Sym { value, options: caller_opts }) = env_here.get(n) {
-                        let val = value.clone();
-                        if let Some(v) = &val {
-                            if !options.contains(v) {
-                                c.err(Diagnostic::error("E0401", format!("`{v}` is not an option of `{}`", p.name.name), expr.span, "unknown option"));
-                                return None;
-                            }
-                        } else if let Some(bad) = caller_opts.iter().find(|o| !options.contains(o)) {
-                            c.err(Diagnostic::error("E0401", format!("option `{bad}` is not accepted by `{}` of `{}`", p.name.name, def.name.name), expr.span, "incompatible options"));
+                if let ExprKind::Name(n) = &expr.kind
+                    && let Some(FArg::Sym {
+                        value,
+                        options: caller_opts,
+                    }) = env_here.get(n)
+                {
+                    let val = value.clone();
+                    if let Some(v) = &val {
+                        if !options.contains(v) {
+                            c.err(Diagnostic::error(
+                                "E0401",
+                                format!("`{v}` is not an option of `{}`", p.name.name),
+                                expr.span,
+                                "unknown option",
+                            ));
                             return None;
                         }
-                        inner.insert(p.name.name.clone(), FArg::Sym { value: val, options });
-                        continue;
+                    } else if let Some(bad) = caller_opts.iter().find(|o| !options.contains(o)) {
+                        c.err(Diagnostic::error(
+                            "E0401",
+                            format!(
+                                "option `{bad}` is not accepted by `{}` of `{}`",
+                                p.name.name, def.name.name
+                            ),
+                            expr.span,
+                            "incompatible options",
+                        ));
+                        return None;
                     }
+                    inner.insert(
+                        p.name.name.clone(),
+                        FArg::Sym {
+                            value: val,
+                            options,
+                        },
+                    );
+                    continue;
                 }
                 match builtins::symbol(c, expr, &options) {
-                    Some(Value::Sym(s)) => FArg::Sym { value: Some(s), options },
+                    Some(Value::Sym(s)) => FArg::Sym {
+                        value: Some(s),
+                        options,
+                    },
                     _ => return None,
                 }
             }
@@ -1034,14 +1382,20 @@ fn inline(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: u
                         }
                         FArg::Num { hyper, value }
                     }
-                    (PT::T(T::Int | T::Count), FVal::H { hyper, value }) => FArg::Num { hyper, value },
+                    (PT::T(T::Int | T::Count), FVal::H { hyper, value }) => {
+                        FArg::Num { hyper, value }
+                    }
                     (PT::T(T::Num(r) | T::Sched(r)), FVal::K(x)) => {
                         range_check(c, r, x, &p.name.name, expr.span)?;
-                        FArg::Num { hyper: fresh_hyper(low, &def.name.name, &p.name.name, x), value: Some(x) }
+                        FArg::Num {
+                            hyper: fresh_hyper(low, &def.name.name, &p.name.name, x),
+                            value: Some(x),
+                        }
                     }
-                    (PT::T(T::Int | T::Count), FVal::K(x)) => {
-                        FArg::Num { hyper: fresh_hyper(low, &def.name.name, &p.name.name, x), value: Some(x) }
-                    }
+                    (PT::T(T::Int | T::Count), FVal::K(x)) => FArg::Num {
+                        hyper: fresh_hyper(low, &def.name.name, &p.name.name, x),
+                        value: Some(x),
+                    },
                     (PT::Axis(a), v) => {
                         let Some(x) = v.expr() else {
                             type_err(c, expr.span, "a formula", &v);
@@ -1075,7 +1429,9 @@ fn inline(c: &mut Checker, low: &mut Low, env: &HashMap<String, FArg>, module: u
         inner.insert(p.name.name.clone(), arg);
     }
     low.stack.push(id);
-    let out = c.at_site(def_module, e.span, |c| lower(c, low, &inner, def_module, &def.value));
+    let out = c.at_site(def_module, e.span, |c| {
+        lower(c, low, &inner, def_module, &def.value)
+    });
     low.stack.pop();
     out
 }
@@ -1089,7 +1445,12 @@ fn range_check(c: &mut Checker, r: R, x: f64, name: &str, span: Span) -> Option<
         R::Frac => x > 0.0 && x <= 1.0,
     };
     if !ok {
-        c.err(Diagnostic::error("E0401", format!("`{name}` is out of range: {}", builtins::fmt_num(x)), span, "out of range"));
+        c.err(Diagnostic::error(
+            "E0401",
+            format!("`{name}` is out of range: {}", builtins::fmt_num(x)),
+            span,
+            "out of range",
+        ));
         return None;
     }
     Some(())
@@ -1109,7 +1470,11 @@ fn fresh_hyper(low: &mut Low, callee: &str, param: &str, x: f64) -> String {
             Some(s) if *s == sched => return name,
             Some(_) => {
                 k += 1;
-                name = if k == 1 { format!("{callee}.{param}") } else { format!("{callee}.{param}{k}") };
+                name = if k == 1 {
+                    format!("{callee}.{param}")
+                } else {
+                    format!("{callee}.{param}{k}")
+                };
             }
         }
     }

@@ -13,7 +13,7 @@ mod stage;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use post_graph::{
-    AppliedDefault, Condition, DataNode, DataSource, Graph, GRAPH_VERSION, MetricKind, ModelConfig,
+    AppliedDefault, Condition, DataNode, DataSource, GRAPH_VERSION, Graph, MetricKind, ModelConfig,
     ModelNode, ModelSource, Optimizer, RExpr, RewardNode, Rollout, RolloutNode, Schedule, Stage,
     Summary, Transform,
 };
@@ -138,6 +138,9 @@ impl Value {
     }
 }
 
+/// A lowered reward and the record fields it reads (with their spans).
+pub type LoweredReward = (RExpr, Vec<(String, Span)>);
+
 pub(crate) struct DefInfo<'a> {
     pub def: &'a Def,
     pub module: usize,
@@ -152,7 +155,8 @@ pub(crate) struct Module {
 
 /// Names that are neither definitions nor builtins but are known to the stdlib: hint to import.
 fn import_hint(name: &str) -> Option<String> {
-    crate::stdlib::module_defining(name).map(|m| format!("`{name}` is in the standard library: add `use {m}.{{{name}}}`"))
+    crate::stdlib::module_defining(name)
+        .map(|m| format!("`{name}` is in the standard library: add `use {m}.{{{name}}}`"))
 }
 
 pub(crate) struct Checker<'a> {
@@ -163,7 +167,7 @@ pub(crate) struct Checker<'a> {
     pub defs: Vec<DefInfo<'a>>,
     values: HashMap<usize, Option<Value>>,
     active: Vec<usize>,
-    pub rewards_lowered: HashMap<usize, Option<(RExpr, Vec<(String, Span)>)>>,
+    pub rewards_lowered: HashMap<usize, Option<LoweredReward>>,
     reward_active: Vec<usize>,
     // Graph parts, in registration order.
     pub models: Vec<ModelNode>,
@@ -172,6 +176,10 @@ pub(crate) struct Checker<'a> {
     pub rewards: Vec<RewardNode>,
     pub reward_fields: HashMap<String, Vec<(String, Span)>>,
     pub rollouts: Vec<RolloutNode>,
+    /// Name -> index into `rollouts`, and the indices of unnamed (deduplicated) rollouts.
+    rollout_index: HashMap<String, usize>,
+    anon_rollouts: Vec<usize>,
+    reward_names: std::collections::HashSet<String>,
     pub defaults: Vec<AppliedDefault>,
     /// Stage names and kinds, known before any definition is evaluated (`selected(s2l)`).
     pub stage_kinds: Vec<(String, BlockKind)>,
@@ -203,6 +211,9 @@ pub fn check(file: &File, fs: &dyn FileSystem, path: &str) -> (Option<Graph>, Ve
         rewards: Vec::new(),
         reward_fields: HashMap::new(),
         rollouts: Vec::new(),
+        rollout_index: HashMap::new(),
+        anon_rollouts: Vec::new(),
+        reward_names: std::collections::HashSet::new(),
         defaults: Vec::new(),
         stage_kinds: Vec::new(),
         anon: 0,
@@ -314,9 +325,9 @@ impl<'a> Checker<'a> {
                         "unknown module",
                     )
                     .with_help(
-                        suggest::did_you_mean(&mname, names.iter().copied()).unwrap_or_else(
-                            || "the modules are std.objectives, std.rewards, std.rollouts".into(),
-                        ),
+                        suggest::did_you_mean(&mname, names.iter().copied()).unwrap_or_else(|| {
+                            "the modules are std.objectives, std.rewards, std.rollouts".into()
+                        }),
                     ),
                 );
                 continue;
@@ -414,8 +425,13 @@ impl<'a> Checker<'a> {
                     .with_help("move it into `experiment name { ... }`"),
                 ),
                 Item::Eval(e) => self.err(
-                    Diagnostic::error("E0107", "`eval` outside a stage", e.span, "not allowed here")
-                        .with_help("put eval blocks inside a `stage`"),
+                    Diagnostic::error(
+                        "E0107",
+                        "`eval` outside a stage",
+                        e.span,
+                        "not allowed here",
+                    )
+                    .with_help("put eval blocks inside a `stage`"),
                 ),
                 Item::Block(b) => self.err(Diagnostic::error(
                     "E0107",
@@ -427,9 +443,10 @@ impl<'a> Checker<'a> {
             }
         }
         if let Some(exp) = experiment {
+            let mut stage_names = std::collections::HashSet::new();
             for item in &exp.items {
                 if let Item::Block(b) = item {
-                    if let Some((_, _)) = self.stage_kinds.iter().find(|(n, _)| *n == b.name.name) {
+                    if stage_names.contains(b.name.name.as_str()) {
                         self.err(Diagnostic::error(
                             "E0102",
                             format!("stage `{}` is defined more than once", b.name.name),
@@ -437,6 +454,7 @@ impl<'a> Checker<'a> {
                             "defined again here",
                         ));
                     } else {
+                        stage_names.insert(b.name.name.as_str());
                         self.stage_kinds.push((b.name.name.clone(), b.kind));
                     }
                 }
@@ -465,7 +483,10 @@ impl<'a> Checker<'a> {
                         self.err(
                             Diagnostic::error(
                                 "E0107",
-                                format!("a `{}` definition takes no parameters", def.kind.keyword()),
+                                format!(
+                                    "a `{}` definition takes no parameters",
+                                    def.kind.keyword()
+                                ),
                                 span,
                                 "parameters not allowed",
                             )
@@ -510,14 +531,20 @@ impl<'a> Checker<'a> {
                         )
                         .with_help_opt(suggest::did_you_mean(&s.key.name, ["seed"]))
                         .with_help_opt(
-                            (suggest::best(&s.key.name, ["seed"]).is_none())
-                                .then(|| "an experiment holds `seed = N`, definitions and stages".to_string()),
+                            (suggest::best(&s.key.name, ["seed"]).is_none()).then(|| {
+                                "an experiment holds `seed = N`, definitions and stages".to_string()
+                            }),
                         ),
                     );
                 }
                 Item::Eval(e) => self.err(
-                    Diagnostic::error("E0107", "`eval` outside a stage", e.span, "not allowed here")
-                        .with_help("put eval blocks inside a `stage`"),
+                    Diagnostic::error(
+                        "E0107",
+                        "`eval` outside a stage",
+                        e.span,
+                        "not allowed here",
+                    )
+                    .with_help("put eval blocks inside a `stage`"),
                 ),
                 Item::Block(b) => {
                     if let Some(st) = stage::stage(self, user, b, &stages) {
@@ -575,18 +602,24 @@ impl<'a> Checker<'a> {
                             "not a type",
                         )
                         .with_help(
-                            suggest::did_you_mean(&first.name, builtins::TYPE_NAMES.iter().copied())
-                                .unwrap_or_else(|| {
-                                    format!("the types are {}", builtins::TYPE_NAMES.join(", "))
-                                }),
+                            suggest::did_you_mean(
+                                &first.name,
+                                builtins::TYPE_NAMES.iter().copied(),
+                            )
+                            .unwrap_or_else(|| {
+                                format!("the types are {}", builtins::TYPE_NAMES.join(", "))
+                            }),
                         ),
                     );
                     continue;
                 }
-                if let (Some(t), Some(d)) = (t, &p.default) {
-                    if !matches!(t, builtins::PT::Sym(_) | builtins::PT::Axis(_) | builtins::PT::Seqs) {
-                        let _ = self.eval_param(module, d, &t, &HashMap::new(), &p.name.name);
-                    }
+                if let (Some(t), Some(d)) = (t, &p.default)
+                    && !matches!(
+                        t,
+                        builtins::PT::Sym(_) | builtins::PT::Axis(_) | builtins::PT::Seqs
+                    )
+                {
+                    let _ = self.eval_param(module, d, &t, &HashMap::new(), &p.name.name);
                 }
             }
         }
@@ -606,8 +639,13 @@ impl<'a> Checker<'a> {
         let help = suggest::did_you_mean(name, cands.iter().map(|s| s.as_str()))
             .or_else(|| import_hint(name));
         self.err(
-            Diagnostic::error("E0101", format!("cannot find `{name}`"), span, "not found in this scope")
-                .with_help_opt(help),
+            Diagnostic::error(
+                "E0101",
+                format!("cannot find `{name}`"),
+                span,
+                "not found in this scope",
+            )
+            .with_help_opt(help),
         );
     }
 
@@ -647,30 +685,40 @@ impl<'a> Checker<'a> {
                         Some(Value::Model(name))
                     }
                     Some(Value::Model(other)) => {
-                        let msg = format!("`{name}` is another name for model `{other}`; write `frozen({other})` for a frozen copy");
-                        self.err(Diagnostic::error("E0201", msg, def.value.span, "a model name, not a model source"));
+                        let msg = format!(
+                            "`{name}` is another name for model `{other}`; write `frozen({other})` for a frozen copy"
+                        );
+                        self.err(Diagnostic::error(
+                            "E0201",
+                            msg,
+                            def.value.span,
+                            "a model name, not a model source",
+                        ));
                         None
                     }
                     _ => None,
                 }
             }
-            DefKind::Data => match self.eval_as(module, &def.value, T::Data, &HashMap::new(), &path) {
-                Some(Value::Data(mut d)) => {
-                    d.name = Some(name.clone());
-                    self.datasets.push(DataNode {
-                        name: name.clone(),
-                        source: d.source.clone(),
-                        transforms: d.transforms.clone(),
-                    });
-                    self.data_info.insert(name.clone(), (*d).clone());
-                    Some(Value::Data(d))
+            DefKind::Data => {
+                match self.eval_as(module, &def.value, T::Data, &HashMap::new(), &path) {
+                    Some(Value::Data(mut d)) => {
+                        d.name = Some(name.clone());
+                        self.datasets.push(DataNode {
+                            name: name.clone(),
+                            source: d.source.clone(),
+                            transforms: d.transforms.clone(),
+                        });
+                        self.data_info.insert(name.clone(), (*d).clone());
+                        Some(Value::Data(d))
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
             DefKind::Rollout => {
                 match self.eval_as(module, &def.value, T::Rollout, &HashMap::new(), &path) {
                     Some(Value::Rollout(mut r)) => {
                         r.name = Some(name.clone());
+                        self.rollout_index.insert(name.clone(), self.rollouts.len());
                         self.rollouts.push(RolloutNode {
                             name: name.clone(),
                             policy: r.rollout.clone(),
@@ -702,7 +750,7 @@ impl<'a> Checker<'a> {
 
     pub fn register_reward(&mut self, id: usize) {
         let name = self.defs[id].def.name.name.clone();
-        if self.rewards.iter().any(|r| r.name == name) {
+        if !self.reward_names.insert(name.clone()) {
             return;
         }
         if let Some(Some((expr, fields))) = self.rewards_lowered.get(&id).cloned() {
@@ -739,19 +787,31 @@ impl<'a> Checker<'a> {
         if let Some(n) = &r.name {
             return n.clone();
         }
-        if let Some(existing) = self.rollouts.iter().find(|n| n.policy == r.rollout) {
-            return existing.name.clone();
+        if let Some(&i) = self
+            .anon_rollouts
+            .iter()
+            .find(|&&i| self.rollouts[i].policy == r.rollout)
+        {
+            return self.rollouts[i].name.clone();
         }
         let mut name = hint.to_string();
-        while self.rollouts.iter().any(|n| n.name == name) {
+        while self.rollout_index.contains_key(&name) {
             self.anon += 1;
             name = format!("{hint}_{}", self.anon);
         }
+        self.rollout_index.insert(name.clone(), self.rollouts.len());
+        self.anon_rollouts.push(self.rollouts.len());
         self.rollouts.push(RolloutNode {
             name: name.clone(),
             policy: r.rollout.clone(),
         });
         name
+    }
+
+    pub fn rollout_named(&self, name: &str) -> Option<&RolloutNode> {
+        self.rollout_index
+            .get(name)
+            .and_then(|&i| self.rollouts.get(i))
     }
 
     pub fn register_model(&mut self, src: ModelSource, hint: &str) -> String {
@@ -836,12 +896,15 @@ impl<'a> Checker<'a> {
                 match b {
                     Value::Data(d) => {
                         let Some(dname) = d.name.clone() else {
-                            self.err(Diagnostic::error(
-                                "E0201",
-                                "fields can be read only from a named dataset",
-                                base.span,
-                                "unnamed dataset",
-                            ).with_help("declare it: `data name = ...`"));
+                            self.err(
+                                Diagnostic::error(
+                                    "E0201",
+                                    "fields can be read only from a named dataset",
+                                    base.span,
+                                    "unnamed dataset",
+                                )
+                                .with_help("declare it: `data name = ...`"),
+                            );
                             return None;
                         };
                         self.check_field(&d, &field.name, field.span)?;
@@ -858,7 +921,9 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
-            ExprKind::Call { callee, args } => self.eval_call(module, e, callee, args, locals, path),
+            ExprKind::Call { callee, args } => {
+                self.eval_call(module, e, callee, args, locals, path)
+            }
             ExprKind::Unary { op, arg } => {
                 let v = self.eval(module, arg, locals, path)?;
                 match (op, v) {
@@ -874,7 +939,11 @@ impl<'a> Checker<'a> {
                 let l = self.eval(module, lhs, locals, path)?;
                 let r = self.eval(module, rhs, locals, path)?;
                 let (Value::Num(a), Value::Num(b)) = (&l, &r) else {
-                    let (bad, span) = if matches!(l, Value::Num(_)) { (r, rhs.span) } else { (l, lhs.span) };
+                    let (bad, span) = if matches!(l, Value::Num(_)) {
+                        (r, rhs.span)
+                    } else {
+                        (l, lhs.span)
+                    };
                     self.type_error(span, "a number", &bad);
                     return None;
                 };
@@ -898,20 +967,27 @@ impl<'a> Checker<'a> {
                 })
                 .filter(|v| !matches!(v, Value::Num(x) if !x.is_finite()))
                 .or_else(|| {
-                    self.err(Diagnostic::error("E0401", "the result is not a finite number", e.span, "not finite"));
+                    self.err(Diagnostic::error(
+                        "E0401",
+                        "the result is not a finite number",
+                        e.span,
+                        "not finite",
+                    ));
                     None
                 })
             }
-            ExprKind::If { cond, then, otherwise } => {
-                match self.eval(module, cond, locals, path)? {
-                    Value::Bool(true) => self.eval(module, then, locals, path),
-                    Value::Bool(false) => self.eval(module, otherwise, locals, path),
-                    v => {
-                        self.type_error(cond.span, "a boolean", &v);
-                        None
-                    }
+            ExprKind::If {
+                cond,
+                then,
+                otherwise,
+            } => match self.eval(module, cond, locals, path)? {
+                Value::Bool(true) => self.eval(module, then, locals, path),
+                Value::Bool(false) => self.eval(module, otherwise, locals, path),
+                v => {
+                    self.type_error(cond.span, "a boolean", &v);
+                    None
                 }
-            }
+            },
             ExprKind::Match { .. } => {
                 self.err(Diagnostic::error(
                     "E0201",
@@ -967,12 +1043,14 @@ impl<'a> Checker<'a> {
     ) -> Option<Value> {
         match &callee.kind {
             ExprKind::Name(n) => {
-                if !locals.contains_key(n) {
-                    if let Some(id) = self.lookup(module, n) {
-                        return self.call_def(module, id, e, callee.span, args, locals, path);
-                    }
+                if !locals.contains_key(n)
+                    && let Some(id) = self.lookup(module, n)
+                {
+                    return self.call_def(module, id, e, callee.span, args, locals, path);
                 }
-                if let Some(r) = builtins::call(self, module, n, callee.span, e.span, args, locals, path) {
+                if let Some(r) =
+                    builtins::call(self, module, n, callee.span, e.span, args, locals, path)
+                {
                     return r;
                 }
                 self.unresolved(module, n, callee.span, &[]);
@@ -981,7 +1059,9 @@ impl<'a> Checker<'a> {
             ExprKind::Field { base, field } => {
                 let b = self.eval(module, base, locals, path)?;
                 match b {
-                    Value::Data(d) => builtins::transform(self, module, *d, field, e.span, args, locals, path),
+                    Value::Data(d) => {
+                        builtins::transform(self, module, *d, field, e.span, args, locals, path)
+                    }
                     other => {
                         self.err(Diagnostic::error(
                             "E0201",
@@ -994,7 +1074,12 @@ impl<'a> Checker<'a> {
                 }
             }
             _ => {
-                self.err(Diagnostic::error("E0201", "this cannot be called", callee.span, "not a function"));
+                self.err(Diagnostic::error(
+                    "E0201",
+                    "this cannot be called",
+                    callee.span,
+                    "not a function",
+                ));
                 None
             }
         }
@@ -1019,7 +1104,10 @@ impl<'a> Checker<'a> {
                 let _ = locals;
                 Some(Value::Objective(Box::new(ObjVal {
                     def: id,
-                    args: args.iter().map(|a| (a.name.clone(), a.value.clone())).collect(),
+                    args: args
+                        .iter()
+                        .map(|a| (a.name.clone(), a.value.clone()))
+                        .collect(),
                     module,
                     span: e.span,
                 })))
@@ -1027,14 +1115,28 @@ impl<'a> Checker<'a> {
             DefKind::Rollout if def.params.is_some() => {
                 let params = def.params.as_deref().unwrap_or(&[]);
                 let def_module = self.defs[id].module;
-                let bound = self.bind_params(module, params, def_module, args, e.span, locals, &format!("{path}.{}", def.name.name))?;
-                self.at_site(def_module, e.span, |c| c.eval_as(def_module, &def.value, T::Rollout, &bound, path))
+                let bound = self.bind_params(
+                    module,
+                    params,
+                    def_module,
+                    args,
+                    e.span,
+                    locals,
+                    &format!("{path}.{}", def.name.name),
+                )?;
+                self.at_site(def_module, e.span, |c| {
+                    c.eval_as(def_module, &def.value, T::Rollout, &bound, path)
+                })
             }
             _ => {
                 self.err(
                     Diagnostic::error(
                         "E0201",
-                        format!("`{}` is a {}, not a function", def.name.name, def.kind.keyword()),
+                        format!(
+                            "`{}` is a {}, not a function",
+                            def.name.name,
+                            def.kind.keyword()
+                        ),
                         callee_span,
                         "cannot be called",
                     )
@@ -1062,7 +1164,10 @@ impl<'a> Checker<'a> {
         let mut out = HashMap::new();
         let mut ok = true;
         for (i, p) in params.iter().enumerate() {
-            let ty = p.ty.as_ref().and_then(|t| builtins::param_type(t)).unwrap_or(builtins::PT::Any);
+            let ty =
+                p.ty.as_ref()
+                    .and_then(|t| builtins::param_type(t))
+                    .unwrap_or(builtins::PT::Any);
             let v = match assigned[i] {
                 Some(a) => self.eval_param(module, &args[a].value, &ty, locals, &p.name.name),
                 None => match &p.default {
@@ -1075,12 +1180,15 @@ impl<'a> Checker<'a> {
                         self.eval_param(def_module, d, &ty, &HashMap::new(), &p.name.name)
                     }
                     None => {
-                        self.err(Diagnostic::error(
-                            "E0104",
-                            format!("missing argument `{}`", p.name.name),
-                            span,
-                            "argument missing",
-                        ).with_label(p.name.span, "parameter declared here"));
+                        self.err(
+                            Diagnostic::error(
+                                "E0104",
+                                format!("missing argument `{}`", p.name.name),
+                                span,
+                                "argument missing",
+                            )
+                            .with_label(p.name.span, "parameter declared here"),
+                        );
                         None
                     }
                 },
@@ -1125,8 +1233,15 @@ impl<'a> Checker<'a> {
                 ExprKind::Name(n) => Some(Value::Sym(n.clone())),
                 ExprKind::Str(s) => Some(Value::Sym(s.clone())),
                 _ => {
-                    self.err(Diagnostic::error("E0201", "expected a field name", e.span, "not a field name")
-                        .with_help("write the field's name, e.g. `solution`"));
+                    self.err(
+                        Diagnostic::error(
+                            "E0201",
+                            "expected a field name",
+                            e.span,
+                            "not a field name",
+                        )
+                        .with_help("write the field's name, e.g. `solution`"),
+                    );
                     None
                 }
             };
@@ -1137,31 +1252,34 @@ impl<'a> Checker<'a> {
 
     /// A dataset field exists (when the dataset's fields are known).
     pub fn check_field(&mut self, d: &DataVal, field: &str, span: Span) -> Option<()> {
-        if let Some(fields) = &d.fields {
-            if !fields.contains(field) {
-                let name = d.name.clone().unwrap_or_default();
-                let help = suggest::did_you_mean(field, fields.iter().map(|s| s.as_str()))
-                    .unwrap_or_else(|| {
-                        format!(
-                            "its fields are {}",
-                            fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
-                        )
-                    });
-                self.err(
-                    Diagnostic::error(
-                        "E0501",
-                        format!("dataset `{name}` has no field `{field}`"),
-                        span,
-                        "unknown field",
+        if let Some(fields) = &d.fields
+            && !fields.contains(field)
+        {
+            let name = d.name.clone().unwrap_or_default();
+            let help = suggest::did_you_mean(field, fields.iter().map(|s| s.as_str()))
+                .unwrap_or_else(|| {
+                    format!(
+                        "its fields are {}",
+                        fields
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )
-                    .with_help(help),
-                );
-                return None;
-            }
+                });
+            self.err(
+                Diagnostic::error(
+                    "E0501",
+                    format!("dataset `{name}` has no field `{field}`"),
+                    span,
+                    "unknown field",
+                )
+                .with_help(help),
+            );
+            return None;
         }
         Some(())
     }
-
 }
 
 pub fn num_of(v: &Value) -> Option<f64> {
@@ -1189,9 +1307,11 @@ impl<'e> Settings<'e> {
                         s.key.span,
                         "unknown setting",
                     )
-                    .with_help(suggest::did_you_mean(&s.key.name, known.iter().copied()).unwrap_or_else(
-                        || format!("the settings of {what} are: {}", known.join(", ")),
-                    )),
+                    .with_help(
+                        suggest::did_you_mean(&s.key.name, known.iter().copied()).unwrap_or_else(
+                            || format!("the settings of {what} are: {}", known.join(", ")),
+                        ),
+                    ),
                 );
                 continue;
             }
@@ -1217,4 +1337,3 @@ impl<'e> Settings<'e> {
         self.map.get(key).copied()
     }
 }
-

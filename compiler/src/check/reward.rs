@@ -41,11 +41,17 @@ pub fn lower_def(c: &mut Checker, id: usize) -> Option<(RExpr, Vec<(String, Span
         c.err(
             Diagnostic::error(
                 "E0201",
-                format!("reward `{}` must take exactly one parameter: the sample", def.name.name),
+                format!(
+                    "reward `{}` must take exactly one parameter: the sample",
+                    def.name.name
+                ),
                 def.name.span,
                 "wrong parameters",
             )
-            .with_help(format!("write `reward {}(s) = ...` and read `s.completion`, `s.answer`, ...", def.name.name)),
+            .with_help(format!(
+                "write `reward {}(s) = ...` and read `s.completion`, `s.answer`, ...",
+                def.name.name
+            )),
         );
         return None;
     }
@@ -97,17 +103,40 @@ fn lower(c: &mut Checker, ctx: &mut Ctx, e: &Expr) -> Option<(RExpr, Ty)> {
         ExprKind::Str(s) => Some((RExpr::Str { value: s.clone() }, Ty::Str)),
         ExprKind::Bool(b) => Some((RExpr::Bool { value: *b }, Ty::Bool)),
         ExprKind::Quantity { unit, .. } => {
-            c.err(Diagnostic::error("E0202", format!("rewards are plain numbers; `{}` has no meaning here", unit.name), unit.span, "unexpected unit"));
+            c.err(Diagnostic::error(
+                "E0202",
+                format!(
+                    "rewards are plain numbers; `{}` has no meaning here",
+                    unit.name
+                ),
+                unit.span,
+                "unexpected unit",
+            ));
             None
         }
         ExprKind::Field { base, field } => {
             let ExprKind::Name(n) = &base.kind else {
-                c.err(Diagnostic::error("E0201", "only the sample has fields in a reward", base.span, "not the sample"));
+                c.err(Diagnostic::error(
+                    "E0201",
+                    "only the sample has fields in a reward",
+                    base.span,
+                    "not the sample",
+                ));
                 return None;
             };
             if n != ctx.sample {
-                c.err(Diagnostic::error("E0101", format!("cannot find `{n}`"), base.span, "not the sample")
-                    .with_help(format!("the sample is `{}`: write `{}.{}`", ctx.sample, ctx.sample, field.name)));
+                c.err(
+                    Diagnostic::error(
+                        "E0101",
+                        format!("cannot find `{n}`"),
+                        base.span,
+                        "not the sample",
+                    )
+                    .with_help(format!(
+                        "the sample is `{}`: write `{}.{}`",
+                        ctx.sample, ctx.sample, field.name
+                    )),
+                );
                 return None;
             }
             match field.name.as_str() {
@@ -115,32 +144,62 @@ fn lower(c: &mut Checker, ctx: &mut Ctx, e: &Expr) -> Option<(RExpr, Ty)> {
                 "tokens" => Some((RExpr::CompletionTokens, Ty::Num)),
                 f => {
                     // Fields read by standard-library rewards are reported at the use site.
-                    let span = if ctx.module == c.user_module { field.span } else { Span::default() };
+                    let span = if ctx.module == c.user_module {
+                        field.span
+                    } else {
+                        Span::default()
+                    };
                     ctx.fields.push((f.to_string(), span));
-                    Some((RExpr::Field { name: f.to_string() }, Ty::Str))
+                    Some((
+                        RExpr::Field {
+                            name: f.to_string(),
+                        },
+                        Ty::Str,
+                    ))
                 }
             }
         }
         ExprKind::Name(n) => {
             if n == ctx.sample {
-                c.err(Diagnostic::error("E0201", "the sample itself is not a value", e.span, "the whole sample")
-                    .with_help(format!("read a part of it: `{n}.completion`, `{n}.answer`, `{n}.tokens`")));
+                c.err(
+                    Diagnostic::error(
+                        "E0201",
+                        "the sample itself is not a value",
+                        e.span,
+                        "the whole sample",
+                    )
+                    .with_help(format!(
+                        "read a part of it: `{n}.completion`, `{n}.answer`, `{n}.tokens`"
+                    )),
+                );
                 return None;
             }
             match c.lookup(ctx.module, n) {
-                Some(id) if c.defs[id].def.kind == super::DefKind::Const => match c.def_value(id, e.span)? {
-                    Value::Num(x) => Some((RExpr::Num { value: x }, Ty::Num)),
-                    Value::Str(s) => Some((RExpr::Str { value: s }, Ty::Str)),
-                    Value::Bool(b) => Some((RExpr::Bool { value: b }, Ty::Bool)),
-                    v => {
-                        c.type_error(e.span, "a number, string or boolean", &v);
-                        None
+                Some(id) if c.defs[id].def.kind == super::DefKind::Const => {
+                    match c.def_value(id, e.span)? {
+                        Value::Num(x) => Some((RExpr::Num { value: x }, Ty::Num)),
+                        Value::Str(s) => Some((RExpr::Str { value: s }, Ty::Str)),
+                        Value::Bool(b) => Some((RExpr::Bool { value: b }, Ty::Bool)),
+                        v => {
+                            c.type_error(e.span, "a number, string or boolean", &v);
+                            None
+                        }
                     }
-                },
+                }
                 Some(id) => {
                     let d = c.defs[id].def;
-                    c.err(Diagnostic::error("E0201", format!("`{n}` is a {} and cannot be used in a reward", d.kind.keyword()), e.span, "not a value")
-                        .with_label(d.name.span, "defined here"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0201",
+                            format!(
+                                "`{n}` is a {} and cannot be used in a reward",
+                                d.kind.keyword()
+                            ),
+                            e.span,
+                            "not a value",
+                        )
+                        .with_label(d.name.span, "defined here"),
+                    );
                     None
                 }
                 None => {
@@ -156,7 +215,13 @@ fn lower(c: &mut Checker, ctx: &mut Ctx, e: &Expr) -> Option<(RExpr, Ty)> {
                 UnaryOp::Not => (RUnary::Not, Ty::Bool),
             };
             expect(c, arg.span, want, t)?;
-            Some((RExpr::Unary { op: rop, arg: Box::new(a) }, want))
+            Some((
+                RExpr::Unary {
+                    op: rop,
+                    arg: Box::new(a),
+                },
+                want,
+            ))
         }
         ExprKind::Binary { op, lhs, rhs } => {
             let l = lower(c, ctx, lhs);
@@ -176,7 +241,15 @@ fn lower(c: &mut Checker, ctx: &mut Ctx, e: &Expr) -> Option<(RExpr, Ty)> {
                 BinOp::And => (RBinary::And, Ty::Bool),
                 BinOp::Or => (RBinary::Or, Ty::Bool),
                 BinOp::Pow => {
-                    c.err(Diagnostic::error("E0201", "`^` is not available in rewards", e.span, "no power in rewards").with_help("multiply instead"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0201",
+                            "`^` is not available in rewards",
+                            e.span,
+                            "no power in rewards",
+                        )
+                        .with_help("multiply instead"),
+                    );
                     return None;
                 }
             };
@@ -204,9 +277,20 @@ fn lower(c: &mut Checker, ctx: &mut Ctx, e: &Expr) -> Option<(RExpr, Ty)> {
                     }
                 }
             }
-            Some((RExpr::Binary { op: rop, lhs: Box::new(l), rhs: Box::new(r) }, out))
+            Some((
+                RExpr::Binary {
+                    op: rop,
+                    lhs: Box::new(l),
+                    rhs: Box::new(r),
+                },
+                out,
+            ))
         }
-        ExprKind::If { cond, then, otherwise } => {
+        ExprKind::If {
+            cond,
+            then,
+            otherwise,
+        } => {
             let cnd = lower(c, ctx, cond);
             let t = lower(c, ctx, then);
             let o = lower(c, ctx, otherwise);
@@ -215,15 +299,32 @@ fn lower(c: &mut Checker, ctx: &mut Ctx, e: &Expr) -> Option<(RExpr, Ty)> {
             let tt2 = if tt == Ty::Bool { Ty::Num } else { tt };
             let ot2 = if ot == Ty::Bool { Ty::Num } else { ot };
             if tt2 != ot2 {
-                c.err(Diagnostic::error("E0201", format!("the branches differ: {} and {}", tt.name(), ot.name()), otherwise.span, "other branch type")
-                    .with_label(then.span, format!("this is {}", tt.name())));
+                c.err(
+                    Diagnostic::error(
+                        "E0201",
+                        format!("the branches differ: {} and {}", tt.name(), ot.name()),
+                        otherwise.span,
+                        "other branch type",
+                    )
+                    .with_label(then.span, format!("this is {}", tt.name())),
+                );
                 return None;
             }
             let out = if tt == ot { tt } else { Ty::Num };
-            Some((RExpr::If { cond: Box::new(cnd), then: Box::new(t), otherwise: Box::new(o) }, out))
+            Some((
+                RExpr::If {
+                    cond: Box::new(cnd),
+                    then: Box::new(t),
+                    otherwise: Box::new(o),
+                },
+                out,
+            ))
         }
         ExprKind::Call { callee, args } => call(c, ctx, e, callee, args),
-        ExprKind::Match { .. } | ExprKind::Tuple(_) | ExprKind::List(_) | ExprKind::Arrow { .. } => {
+        ExprKind::Match { .. }
+        | ExprKind::Tuple(_)
+        | ExprKind::List(_)
+        | ExprKind::Arrow { .. } => {
             c.err(Diagnostic::error("E0201", "this form is not available in rewards", e.span, "not allowed in a reward")
                 .with_help("rewards use numbers, strings, booleans, `if`, operators and the text functions"));
             None
@@ -235,29 +336,58 @@ fn str_arg(c: &mut Checker, a: &Arg, what: &str) -> Option<String> {
     match &a.value.kind {
         ExprKind::Str(s) => Some(s.clone()),
         _ => {
-            c.err(Diagnostic::error("E0201", format!("the {what} must be a string literal"), a.value.span, "not a literal"));
+            c.err(Diagnostic::error(
+                "E0201",
+                format!("the {what} must be a string literal"),
+                a.value.span,
+                "not a literal",
+            ));
             None
         }
     }
 }
 
-fn call(c: &mut Checker, ctx: &mut Ctx, e: &Expr, callee: &Expr, args: &[Arg]) -> Option<(RExpr, Ty)> {
+fn call(
+    c: &mut Checker,
+    ctx: &mut Ctx,
+    e: &Expr,
+    callee: &Expr,
+    args: &[Arg],
+) -> Option<(RExpr, Ty)> {
     let ExprKind::Name(name) = &callee.kind else {
-        c.err(Diagnostic::error("E0201", "this cannot be called", callee.span, "not a function"));
+        c.err(Diagnostic::error(
+            "E0201",
+            "this cannot be called",
+            callee.span,
+            "not a function",
+        ));
         return None;
     };
     // Another reward applied to the sample: inline it.
     if let Some(id) = c.lookup(ctx.module, name) {
         let def = c.defs[id].def;
         if def.kind != super::DefKind::Reward {
-            c.err(Diagnostic::error("E0201", format!("`{name}` is a {}, not a reward", def.kind.keyword()), callee.span, "not callable here"));
+            c.err(Diagnostic::error(
+                "E0201",
+                format!("`{name}` is a {}, not a reward", def.kind.keyword()),
+                callee.span,
+                "not callable here",
+            ));
             return None;
         }
         let ok_arg = args.len() == 1
             && args[0].name.is_none()
             && matches!(&args[0].value.kind, ExprKind::Name(n) if n == ctx.sample);
         if !ok_arg {
-            c.err(Diagnostic::error("E0201", format!("apply reward `{name}` to the sample: `{name}({})`", ctx.sample), e.span, "wrong arguments"));
+            c.err(Diagnostic::error(
+                "E0201",
+                format!(
+                    "apply reward `{name}` to the sample: `{name}({})`",
+                    ctx.sample
+                ),
+                e.span,
+                "wrong arguments",
+            ));
             return None;
         }
         let inner = c.lower_reward_def(id)?;
@@ -267,29 +397,68 @@ fn call(c: &mut Checker, ctx: &mut Ctx, e: &Expr, callee: &Expr, args: &[Arg]) -
         return Some((inner, Ty::Num));
     }
     let positional: Vec<&Arg> = args.iter().filter(|a| a.name.is_none()).collect();
-    if let Some(named) = args.iter().find(|a| a.name.is_some() && !(name == "answer" && a.name.as_ref().is_some_and(|n| n.name == "marker"))) {
-        let n = named.name.as_ref().map(|n| n.name.clone()).unwrap_or_default();
-        c.err(Diagnostic::error("E0103", format!("unknown argument `{n}` of `{name}`"), named.span, "unknown argument")
-            .with_help_opt((name == "answer").then(|| "did you mean `marker`?".to_string())));
+    if let Some(named) = args.iter().find(|a| {
+        a.name.is_some()
+            && !(name == "answer" && a.name.as_ref().is_some_and(|n| n.name == "marker"))
+    }) {
+        let n = named
+            .name
+            .as_ref()
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
+        c.err(
+            Diagnostic::error(
+                "E0103",
+                format!("unknown argument `{n}` of `{name}`"),
+                named.span,
+                "unknown argument",
+            )
+            .with_help_opt((name == "answer").then(|| "did you mean `marker`?".to_string())),
+        );
         return None;
     }
     let arity = |c: &mut Checker, n: usize| -> Option<()> {
         if positional.len() != n {
-            c.err(Diagnostic::error("E0105", format!("`{name}` takes {n} argument{}, found {}", if n == 1 { "" } else { "s" }, positional.len()), e.span, "wrong number of arguments"));
+            c.err(Diagnostic::error(
+                "E0105",
+                format!(
+                    "`{name}` takes {n} argument{}, found {}",
+                    if n == 1 { "" } else { "s" },
+                    positional.len()
+                ),
+                e.span,
+                "wrong number of arguments",
+            ));
             return None;
         }
         Some(())
     };
-    let text_fn = |c: &mut Checker, ctx: &mut Ctx, func: RFunc, n: usize, arg_tys: &[Ty], out: Ty| -> Option<(RExpr, Ty)> {
+    let text_fn = |c: &mut Checker,
+                   ctx: &mut Ctx,
+                   func: RFunc,
+                   n: usize,
+                   arg_tys: &[Ty],
+                   out: Ty|
+     -> Option<(RExpr, Ty)> {
         arity(c, n)?;
         let mut lowered = Vec::new();
         for (a, want) in positional.iter().zip(arg_tys) {
             let (x, t) = lower(c, ctx, &a.value)?;
-            let t = if t == Ty::Bool && *want == Ty::Num { Ty::Num } else { t };
+            let t = if t == Ty::Bool && *want == Ty::Num {
+                Ty::Num
+            } else {
+                t
+            };
             expect(c, a.value.span, *want, t)?;
             lowered.push(x);
         }
-        Some((RExpr::Call { func, args: lowered }, out))
+        Some((
+            RExpr::Call {
+                func,
+                args: lowered,
+            },
+            out,
+        ))
     };
     match name.as_str() {
         "number" => text_fn(c, ctx, RFunc::Number, 1, &[Ty::Str], Ty::Num),
@@ -315,7 +484,12 @@ fn call(c: &mut Checker, ctx: &mut Ctx, e: &Expr, callee: &Expr, args: &[Arg]) -
             expect(c, positional[0].value.span, Ty::Str, t)?;
             let pattern = str_arg(c, positional[1], "pattern")?;
             if let Err(msg) = check_regex(&pattern) {
-                c.err(Diagnostic::error("E0401", format!("invalid pattern: {msg}"), positional[1].value.span, "bad regular expression"));
+                c.err(Diagnostic::error(
+                    "E0401",
+                    format!("invalid pattern: {msg}"),
+                    positional[1].value.span,
+                    "bad regular expression",
+                ));
                 return None;
             }
             let (func, out) = if name == "extract" {
@@ -323,10 +497,35 @@ fn call(c: &mut Checker, ctx: &mut Ctx, e: &Expr, callee: &Expr, args: &[Arg]) -
             } else {
                 (RFunc::Matches { pattern }, Ty::Bool)
             };
-            Some((RExpr::Call { func, args: vec![x] }, out))
+            Some((
+                RExpr::Call {
+                    func,
+                    args: vec![x],
+                },
+                out,
+            ))
         }
         _ => {
-            c.unresolved(ctx.module, name, callee.span, &["number", "answer", "extract", "matches", "len", "contains", "starts_with", "ends_with", "trim", "lower", "abs", "min", "max"]);
+            c.unresolved(
+                ctx.module,
+                name,
+                callee.span,
+                &[
+                    "number",
+                    "answer",
+                    "extract",
+                    "matches",
+                    "len",
+                    "contains",
+                    "starts_with",
+                    "ends_with",
+                    "trim",
+                    "lower",
+                    "abs",
+                    "min",
+                    "max",
+                ],
+            );
             None
         }
     }

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use post_graph::{
-    AnalyzeStage, Batch, BatchUnit, DataSource, Eval, Metric, ModelSource, Optimizer, Quantity, SelectStage, SlotSource, Stage, StageKind, TrainStage,
+    AnalyzeStage, Batch, BatchUnit, DataSource, Eval, Metric, ModelSource, Optimizer, Quantity,
+    SelectStage, SlotSource, Stage, StageKind, TrainStage,
 };
 
 use super::builtins::{R, T};
@@ -16,12 +17,38 @@ use crate::span::Span;
 use crate::syntax::ast::*;
 
 const TRAIN_KEYS: &[&str] = &[
-    "model", "data", "steps", "batch", "objective", "rollout", "optimizer", "reference", "grad_clip", "grad_accum", "checkpoint_every",
+    "model",
+    "data",
+    "steps",
+    "batch",
+    "objective",
+    "rollout",
+    "optimizer",
+    "reference",
+    "grad_clip",
+    "grad_accum",
+    "checkpoint_every",
 ];
-const SELECT_KEYS: &[&str] = &["proxy", "data", "steps", "batch", "optimizer", "record_every", "clusters", "budget"];
+const SELECT_KEYS: &[&str] = &[
+    "proxy",
+    "data",
+    "steps",
+    "batch",
+    "optimizer",
+    "record_every",
+    "clusters",
+    "budget",
+];
 const ANALYSIS_KEYS: &[&str] = &["model", "data", "layers", "limit", "summaries"];
 
-fn get(c: &mut Checker, m: usize, s: &Settings, key: &str, t: T, path: &str) -> Option<(Value, Span)> {
+fn get(
+    c: &mut Checker,
+    m: usize,
+    s: &Settings,
+    key: &str,
+    t: T,
+    path: &str,
+) -> Option<(Value, Span)> {
     let st = s.get(key)?;
     let v = c.eval_as(m, &st.value, t, &HashMap::new(), &format!("{path}.{key}"))?;
     Some((v, st.value.span))
@@ -29,12 +56,15 @@ fn get(c: &mut Checker, m: usize, s: &Settings, key: &str, t: T, path: &str) -> 
 
 fn required(c: &mut Checker, s: &Settings, key: &str, b: &Block) -> bool {
     if s.get(key).is_none() {
-        c.err(Diagnostic::error(
-            "E0104",
-            format!("{} `{}` has no `{key}`", b.kind.keyword(), b.name.name),
-            b.name.span,
-            format!("`{key}` missing"),
-        ).with_help(format!("add `{key} = ...` to the block")));
+        c.err(
+            Diagnostic::error(
+                "E0104",
+                format!("{} `{}` has no `{key}`", b.kind.keyword(), b.name.name),
+                b.name.span,
+                format!("`{key}` missing"),
+            )
+            .with_help(format!("add `{key} = ...` to the block")),
+        );
         return false;
     }
     true
@@ -51,17 +81,37 @@ fn default_policy(c: &mut Checker, path: &str, span: Span) -> Option<String> {
     let trainable: Vec<String> = c
         .models
         .iter()
-        .filter(|m| matches!(m.source, ModelSource::Preset { .. } | ModelSource::HuggingFace { .. }))
+        .filter(|m| {
+            matches!(
+                m.source,
+                ModelSource::Preset { .. } | ModelSource::HuggingFace { .. }
+            )
+        })
         .map(|m| m.name.clone())
         .collect();
-    let pick = if trainable.iter().any(|n| n == "policy") { Some("policy".to_string()) } else { trainable.first().cloned() };
+    let pick = if trainable.iter().any(|n| n == "policy") {
+        Some("policy".to_string())
+    } else {
+        trainable.first().cloned()
+    };
     match pick {
         Some(n) => {
-            c.default_applied(&format!("{path}.model"), n.clone(), if n == "policy" { "the model named `policy`" } else { "the first trainable model" });
+            c.default_applied(
+                &format!("{path}.model"),
+                n.clone(),
+                if n == "policy" {
+                    "the model named `policy`"
+                } else {
+                    "the first trainable model"
+                },
+            );
             Some(n)
         }
         None => {
-            c.err(Diagnostic::error("E0104", "no model to train", span, "no `model`").with_help("declare `model policy = preset(\"tiny\")`"));
+            c.err(
+                Diagnostic::error("E0104", "no model to train", span, "no `model`")
+                    .with_help("declare `model policy = preset(\"tiny\")`"),
+            );
             None
         }
     }
@@ -74,32 +124,63 @@ fn optimizer(c: &mut Checker, m: usize, s: &Settings, path: &str) -> Option<Opti
         None if s.get("optimizer").is_some() => None,
         None => {
             let lr = 1e-4;
-            c.default_applied(&format!("{path}.optimizer"), "adamw(lr = 0.0001)".into(), "built-in default");
-            for (k, v) in [("beta1", "0.9"), ("beta2", "0.999"), ("eps", "0.00000001"), ("weight_decay", "0")] {
-                c.default_applied(&format!("{path}.optimizer.{k}"), v.into(), "built-in default");
+            c.default_applied(
+                &format!("{path}.optimizer"),
+                "adamw(lr = 0.0001)".into(),
+                "built-in default",
+            );
+            for (k, v) in [
+                ("beta1", "0.9"),
+                ("beta2", "0.999"),
+                ("eps", "0.00000001"),
+                ("weight_decay", "0"),
+            ] {
+                c.default_applied(
+                    &format!("{path}.optimizer.{k}"),
+                    v.into(),
+                    "built-in default",
+                );
             }
-            Some(Optimizer::AdamW { lr: post_graph::Schedule::constant(lr), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })
+            Some(Optimizer::AdamW {
+                lr: post_graph::Schedule::constant(lr),
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            })
         }
     }
 }
 
 fn batch(c: &mut Checker, m: usize, s: &Settings, path: &str) -> Option<(Batch, Span)> {
     let (v, span) = get(c, m, s, "batch", T::Batch, path)?;
-    let Value::Quantity(x, u) = v else { return None };
+    let Value::Quantity(x, u) = v else {
+        return None;
+    };
     let unit = match u {
         Unit::Prompts => BatchUnit::Prompts,
         Unit::Sequences => BatchUnit::Sequences,
         _ => BatchUnit::Completions,
     };
-    Some((Batch { size: x as usize, unit }, span))
+    Some((
+        Batch {
+            size: x as usize,
+            unit,
+        },
+        span,
+    ))
 }
 
 /// Check that a rollout's generation fits in its model's context, given the prompts of `data`.
 fn check_context(c: &mut Checker, r: &RolloutVal, data: Option<&str>, span: Span) {
     let base = r.rollout.base();
-    let Some(cfg) = c.model_config(&base.model) else { return };
+    let Some(cfg) = c.model_config(&base.model) else {
+        return;
+    };
     let ctx = cfg.max_position_embeddings;
-    let prompt = data.and_then(|d| c.data_info.get(d)).map_or(1, |d| d.prompt_tokens.max(1));
+    let prompt = data
+        .and_then(|d| c.data_info.get(d))
+        .map_or(1, |d| d.prompt_tokens.max(1));
     if base.max_tokens + prompt > ctx {
         c.err(Diagnostic::error(
             "E0404",
@@ -112,22 +193,36 @@ fn check_context(c: &mut Checker, r: &RolloutVal, data: Option<&str>, span: Span
 
 /// The fields a reward reads must exist in the dataset it scores.
 fn check_reward_fields(c: &mut Checker, reward: &str, data: Option<&str>, span: Span) {
-    let Some(d) = data.and_then(|d| c.data_info.get(d)).cloned() else { return };
-    let Some(fields) = d.fields.clone() else { return };
+    let Some(d) = data.and_then(|d| c.data_info.get(d)).cloned() else {
+        return;
+    };
+    let Some(fields) = d.fields.clone() else {
+        return;
+    };
     let used = c.reward_fields.get(reward).cloned().unwrap_or_default();
     for (f, fspan) in used {
         if !fields.contains(&f) {
-            let (primary, label) = if fspan == Span::default() { (span, None) } else { (fspan, Some(span)) };
+            let (primary, label) = if fspan == Span::default() {
+                (span, None)
+            } else {
+                (fspan, Some(span))
+            };
             let mut d2 = Diagnostic::error(
                 "E0501",
-                format!("reward `{reward}` reads field `{f}`, which dataset `{}` does not have", d.name.clone().unwrap_or_default()),
+                format!(
+                    "reward `{reward}` reads field `{f}`, which dataset `{}` does not have",
+                    d.name.clone().unwrap_or_default()
+                ),
                 primary,
                 "unknown field",
             );
             if let Some(l) = label {
                 d2 = d2.with_label(l, "used on that dataset here");
             }
-            c.err(d2.with_help_opt(crate::suggest::did_you_mean(&f, fields.iter().map(|s| s.as_str()))));
+            c.err(d2.with_help_opt(crate::suggest::did_you_mean(
+                &f,
+                fields.iter().map(|s| s.as_str()),
+            )));
         }
     }
 }
@@ -138,7 +233,12 @@ pub fn stage(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<
         BlockKind::Select => select(c, m, b),
         BlockKind::Analysis => analysis(c, m, b),
         BlockKind::Experiment => {
-            c.err(Diagnostic::error("E0107", "experiments do not nest", b.name.span, "nested experiment"));
+            c.err(Diagnostic::error(
+                "E0107",
+                "experiments do not nest",
+                b.name.span,
+                "nested experiment",
+            ));
             None
         }
     }
@@ -147,21 +247,42 @@ pub fn stage(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<
 fn reject_evals(c: &mut Checker, b: &Block) {
     for i in &b.items {
         match i {
-            Item::Eval(e) => c.err(Diagnostic::error("E0107", format!("`eval` is not allowed in a `{}` block", b.kind.keyword()), e.span, "not allowed here")),
-            Item::Def(d) => c.err(Diagnostic::error("E0107", "definitions belong to the experiment, not to a stage", d.span, "not allowed here")
-                .with_help("move it out of the stage")),
-            Item::Block(x) => c.err(Diagnostic::error("E0107", "blocks do not nest", x.name.span, "not allowed here")),
+            Item::Eval(e) => c.err(Diagnostic::error(
+                "E0107",
+                format!("`eval` is not allowed in a `{}` block", b.kind.keyword()),
+                e.span,
+                "not allowed here",
+            )),
+            Item::Def(d) => c.err(
+                Diagnostic::error(
+                    "E0107",
+                    "definitions belong to the experiment, not to a stage",
+                    d.span,
+                    "not allowed here",
+                )
+                .with_help("move it out of the stage"),
+            ),
+            Item::Block(x) => c.err(Diagnostic::error(
+                "E0107",
+                "blocks do not nest",
+                x.name.span,
+                "not allowed here",
+            )),
             _ => {}
         }
     }
 }
 
 fn check_data_ready(c: &mut Checker, data: &str, span: Span, earlier: &[Stage]) {
-    if let Some(DataSource::Selected { stage }) = c.datasets.iter().find(|d| d.name == data).map(|d| d.source.clone()) {
-        if !earlier.iter().any(|s| s.name == stage) {
-            c.err(Diagnostic::error("E0407", format!("dataset `{data}` is chosen by stage `{stage}`, which does not run before this one"), span, "not selected yet")
+    if let Some(DataSource::Selected { stage }) = c
+        .datasets
+        .iter()
+        .find(|d| d.name == data)
+        .map(|d| d.source.clone())
+        && !earlier.iter().any(|s| s.name == stage)
+    {
+        c.err(Diagnostic::error("E0407", format!("dataset `{data}` is chosen by stage `{stage}`, which does not run before this one"), span, "not selected yet")
                 .with_help(format!("put stage `{stage}` first")));
-        }
     }
 }
 
@@ -169,9 +290,21 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     let path = format!("stage {}", b.name.name);
     for i in &b.items {
         match i {
-            Item::Def(d) => c.err(Diagnostic::error("E0107", "definitions belong to the experiment, not to a stage", d.span, "not allowed here")
-                .with_help("move it out of the stage")),
-            Item::Block(x) => c.err(Diagnostic::error("E0107", "blocks do not nest", x.name.span, "not allowed here")),
+            Item::Def(d) => c.err(
+                Diagnostic::error(
+                    "E0107",
+                    "definitions belong to the experiment, not to a stage",
+                    d.span,
+                    "not allowed here",
+                )
+                .with_help("move it out of the stage"),
+            ),
+            Item::Block(x) => c.err(Diagnostic::error(
+                "E0107",
+                "blocks do not nest",
+                x.name.span,
+                "not allowed here",
+            )),
             _ => {}
         }
     }
@@ -196,10 +329,24 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     let data_set = get(c, m, &s, "data", T::Data, &path);
     let mut data = data_set.as_ref().and_then(|(v, _)| data_name(v));
     if let (Some((_, span)), None) = (&data_set, &data) {
-        c.err(Diagnostic::error("E0201", "a stage trains on a named dataset", *span, "unnamed dataset").with_help("declare it: `data train = ...`"));
+        c.err(
+            Diagnostic::error(
+                "E0201",
+                "a stage trains on a named dataset",
+                *span,
+                "unnamed dataset",
+            )
+            .with_help("declare it: `data train = ...`"),
+        );
     }
-    let steps = get(c, m, &s, "steps", T::Steps, &path).and_then(|(v, _)| num_of(&v)).map(|x| x as u64);
-    let batch = if has_batch { batch(c, m, &s, &path) } else { None };
+    let steps = get(c, m, &s, "steps", T::Steps, &path)
+        .and_then(|(v, _)| num_of(&v))
+        .map(|x| x as u64);
+    let batch = if has_batch {
+        batch(c, m, &s, &path)
+    } else {
+        None
+    };
     let optimizer = optimizer(c, m, &s, &path);
     let reference = match get(c, m, &s, "reference", T::Model, &path) {
         Some((Value::Model(n), span)) => Some((n, span)),
@@ -218,7 +365,11 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         Some((v, _)) => num_of(&v).unwrap_or(1.0) as usize,
         None => {
             if s.get("grad_accum").is_none() {
-                c.default_applied(&format!("{path}.grad_accum"), "1".into(), "built-in default");
+                c.default_applied(
+                    &format!("{path}.grad_accum"),
+                    "1".into(),
+                    "built-in default",
+                );
             }
             1
         }
@@ -232,27 +383,49 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         None
     };
     let lowered = objective.as_ref().and_then(|o| {
-        let env = StageEnv { path: &format!("{path}.objective"), stage_rollout: rollout.as_ref().map(|(r, _)| r), rollout_failed: rollout.is_none() && s.get("rollout").is_some() };
+        let env = StageEnv {
+            path: &format!("{path}.objective"),
+            stage_rollout: rollout.as_ref().map(|(r, _)| r),
+            rollout_failed: rollout.is_none() && s.get("rollout").is_some(),
+        };
         formula::instantiate(c, o, &env)
     });
     // The stage's data: as set, or the dataset whose fields the objective reads.
     if data.is_none() && data_set.is_none() {
-        if let Some(l) = &lowered {
-            if let Some((d, _)) = l.data_used.first() {
-                c.default_applied(&format!("{path}.data"), d.clone(), "the dataset the objective reads");
-                data = Some(d.clone());
-            }
+        if let Some(l) = &lowered
+            && let Some((d, _)) = l.data_used.first()
+        {
+            c.default_applied(
+                &format!("{path}.data"),
+                d.clone(),
+                "the dataset the objective reads",
+            );
+            data = Some(d.clone());
         }
         if data.is_none() && lowered.is_some() {
-            c.err(Diagnostic::error("E0104", format!("stage `{}` has no `data`", b.name.name), b.name.span, "`data` missing")
-                .with_help("add `data = train` (the prompts the stage trains on)"));
+            c.err(
+                Diagnostic::error(
+                    "E0104",
+                    format!("stage `{}` has no `data`", b.name.name),
+                    b.name.span,
+                    "`data` missing",
+                )
+                .with_help("add `data = train` (the prompts the stage trains on)"),
+            );
         }
     }
     if let (Some(l), Some(d)) = (&lowered, &data) {
         for (used, span) in &l.data_used {
             if used != d {
-                c.err(Diagnostic::error("E0407", format!("the objective reads `{used}` but the stage trains on `{d}`"), *span, "another dataset")
-                    .with_help(format!("read fields of `{d}`, or set `data = {used}`")));
+                c.err(
+                    Diagnostic::error(
+                        "E0407",
+                        format!("the objective reads `{used}` but the stage trains on `{d}`"),
+                        *span,
+                        "another dataset",
+                    )
+                    .with_help(format!("read fields of `{d}`, or set `data = {used}`")),
+                );
             }
         }
     }
@@ -264,27 +437,45 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     let steps_v = steps.unwrap_or(0);
     let mut evals = Vec::new();
     for i in &b.items {
-        if let Item::Eval(e) = i {
-            if let Some(ev) = eval(c, m, e, &path, steps_v) {
-                evals.push(ev);
-            }
+        if let Item::Eval(e) = i
+            && let Some(ev) = eval(c, m, e, &path, steps_v)
+        {
+            evals.push(ev);
         }
     }
     let mut lowered = lowered?;
     let obj_span = s.get("objective").map_or(b.name.span, |x| x.value.span);
 
     // Reference model: required when the loss reads ref_logp.
-    let needs_ref = lowered.instance.loss.inputs().iter().any(|(q, _)| *q == Quantity::RefLogp);
+    let needs_ref = lowered
+        .instance
+        .loss
+        .inputs()
+        .iter()
+        .any(|(q, _)| *q == Quantity::RefLogp);
     if needs_ref {
         let r = match &reference {
             Some((n, _)) => Some(n.clone()),
             None => {
-                let frozen = c.models.iter().find(|mm| mm.name == "reference").or_else(|| {
-                    c.models.iter().find(|mm| matches!(mm.source, ModelSource::Frozen { .. } | ModelSource::Snapshot { .. }))
-                });
+                let frozen = c
+                    .models
+                    .iter()
+                    .find(|mm| mm.name == "reference")
+                    .or_else(|| {
+                        c.models.iter().find(|mm| {
+                            matches!(
+                                mm.source,
+                                ModelSource::Frozen { .. } | ModelSource::Snapshot { .. }
+                            )
+                        })
+                    });
                 match frozen.map(|mm| mm.name.clone()) {
                     Some(n) => {
-                        c.default_applied(&format!("{path}.reference"), n.clone(), "the frozen model of the experiment");
+                        c.default_applied(
+                            &format!("{path}.reference"),
+                            n.clone(),
+                            "the frozen model of the experiment",
+                        );
                         Some(n)
                     }
                     None => {
@@ -305,19 +496,39 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     }
 
     // Units of the batch against the slot sources, and divisibility by the group size.
-    let group = lowered.instance.slots.iter().find_map(|sl| match &sl.source {
-        SlotSource::Rollout { rollout } | SlotSource::Replay { rollout, .. } => c.rollouts.iter().find(|r| r.name == *rollout).map(|r| r.policy.base().n),
-        SlotSource::Data { .. } => None,
-    });
-    let samples = lowered.instance.slots.iter().any(|sl| matches!(sl.source, SlotSource::Rollout { .. }));
+    let group = lowered
+        .instance
+        .slots
+        .iter()
+        .find_map(|sl| match &sl.source {
+            SlotSource::Rollout { rollout } | SlotSource::Replay { rollout, .. } => c
+                .rollouts
+                .iter()
+                .find(|r| r.name == *rollout)
+                .map(|r| r.policy.base().n),
+            SlotSource::Data { .. } => None,
+        });
+    let samples = lowered
+        .instance
+        .slots
+        .iter()
+        .any(|sl| matches!(sl.source, SlotSource::Rollout { .. }));
     if let Some((bt, bspan)) = &batch {
         match (samples, bt.unit) {
-            (true, BatchUnit::Sequences) => c.err(Diagnostic::error(
-                "E0202",
-                "this stage samples completions: count its batch in prompts or completions",
-                *bspan,
-                "batch in sequences",
-            ).with_help(format!("write `{} prompts` (each sampled {} times) or `{} completions`", bt.size, group.unwrap_or(1), bt.size))),
+            (true, BatchUnit::Sequences) => c.err(
+                Diagnostic::error(
+                    "E0202",
+                    "this stage samples completions: count its batch in prompts or completions",
+                    *bspan,
+                    "batch in sequences",
+                )
+                .with_help(format!(
+                    "write `{} prompts` (each sampled {} times) or `{} completions`",
+                    bt.size,
+                    group.unwrap_or(1),
+                    bt.size
+                )),
+            ),
             (false, BatchUnit::Completions) => c.err(Diagnostic::error(
                 "E0202",
                 "this stage samples nothing: count its batch in prompts or sequences",
@@ -325,15 +536,24 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
                 "batch in completions",
             )),
             (true, BatchUnit::Completions) => {
-                if let Some(n) = group {
-                    if bt.size % n != 0 {
-                        c.err(Diagnostic::error(
+                if let Some(n) = group
+                    && bt.size % n != 0
+                {
+                    c.err(
+                        Diagnostic::error(
                             "E0402",
-                            format!("a batch of {} completions is not a whole number of groups of {n}", bt.size),
+                            format!(
+                                "a batch of {} completions is not a whole number of groups of {n}",
+                                bt.size
+                            ),
                             *bspan,
                             format!("not divisible by {n}"),
-                        ).with_help(format!("use a multiple of {n}, e.g. `{} completions`", (bt.size / n).max(1) * n)));
-                    }
+                        )
+                        .with_help(format!(
+                            "use a multiple of {n}, e.g. `{} completions`",
+                            (bt.size / n).max(1) * n
+                        )),
+                    );
                 }
             }
             _ => {}
@@ -342,11 +562,16 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
 
     // Context length of every rollout the stage samples from.
     for rname in &lowered.rollouts_used {
-        if let Some(r) = c.rollouts.iter().find(|r| r.name == *rname).cloned() {
-            let rv = RolloutVal { name: Some(r.name.clone()), rollout: r.policy.clone() };
+        if let Some(r) = c.rollout_named(rname).cloned() {
+            let rv = RolloutVal {
+                name: Some(r.name.clone()),
+                rollout: r.policy.clone(),
+            };
             let span = s.get("rollout").map_or(obj_span, |x| x.value.span);
             check_context(c, &rv, data.as_deref(), span);
-            if let post_graph::Rollout::Branched { reward, .. } | post_graph::Rollout::Guided { reward, .. } = &r.policy {
+            if let post_graph::Rollout::Branched { reward, .. }
+            | post_graph::Rollout::Guided { reward, .. } = &r.policy
+            {
                 check_reward_fields(c, reward, data.as_deref(), span);
             }
         }
@@ -356,27 +581,44 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
             check_reward_fields(c, r, data.as_deref(), obj_span);
         }
     }
-    if let Some(model) = &model {
-        if let Some(r) = &lowered.instance.reference {
-            if r == model {
-                c.err(Diagnostic::error("E0407", format!("the reference model `{r}` is the model being trained"), obj_span, "same model")
-                    .with_help(format!("use a frozen copy: `model reference = frozen({model})`")));
-            }
-        }
+    if let Some(model) = &model
+        && let Some(r) = &lowered.instance.reference
+        && r == model
+    {
+        c.err(
+            Diagnostic::error(
+                "E0407",
+                format!("the reference model `{r}` is the model being trained"),
+                obj_span,
+                "same model",
+            )
+            .with_help(format!(
+                "use a frozen copy: `model reference = frozen({model})`"
+            )),
+        );
     }
 
     let checkpoint_every = match get(c, m, &s, "checkpoint_every", T::Steps, &path) {
         Some((v, _)) => num_of(&v).unwrap_or(0.0) as u64,
         None => {
             if s.get("checkpoint_every").is_none() {
-                c.default_applied(&format!("{path}.checkpoint_every"), format!("{steps_v} steps"), "the stage's steps");
+                c.default_applied(
+                    &format!("{path}.checkpoint_every"),
+                    format!("{steps_v} steps"),
+                    "the stage's steps",
+                );
             }
             steps_v
         }
     };
     if steps == Some(0) {
         let span = s.get("steps").map_or(b.name.span, |x| x.value.span);
-        c.err(Diagnostic::error("E0401", "a stage needs at least 1 step", span, "zero steps"));
+        c.err(Diagnostic::error(
+            "E0401",
+            "a stage needs at least 1 step",
+            span,
+            "zero steps",
+        ));
     }
     if !has_steps {
         return None;
@@ -406,7 +648,12 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
             Some(v) => {
                 let n = num_of(&v).unwrap_or(0.0) as u64;
                 if n == 0 {
-                    c.err(Diagnostic::error("E0401", "evaluate every 1 step or more", x.span, "zero"));
+                    c.err(Diagnostic::error(
+                        "E0401",
+                        "evaluate every 1 step or more",
+                        x.span,
+                        "zero",
+                    ));
                     return None;
                 }
                 Some(n)
@@ -414,7 +661,11 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
             None => None,
         },
         None => {
-            c.default_applied(&format!("{path}.every"), format!("{steps} steps"), "the stage's steps (start and end only)");
+            c.default_applied(
+                &format!("{path}.every"),
+                format!("{steps} steps"),
+                "the stage's steps (start and end only)",
+            );
             Some(steps.max(1))
         }
     };
@@ -434,7 +685,12 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
             }
         },
         None => {
-            c.err(Diagnostic::error("E0104", "an eval needs a dataset: `eval every 50 steps on test { ... }`", e.span, "no `on`"));
+            c.err(Diagnostic::error(
+                "E0104",
+                "an eval needs a dataset: `eval every 50 steps on test { ... }`",
+                e.span,
+                "no `on`",
+            ));
             None
         }
     };
@@ -445,51 +701,99 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
         match i {
             Item::Setting(s) => {
                 if let Some(prev) = seen.insert(s.key.name.clone(), s.key.span) {
-                    c.err(Diagnostic::error("E0105", format!("`{}` is set twice", s.key.name), s.key.span, "set again here").with_label(prev, "first set here"));
+                    c.err(
+                        Diagnostic::error(
+                            "E0105",
+                            format!("`{}` is set twice", s.key.name),
+                            s.key.span,
+                            "set again here",
+                        )
+                        .with_label(prev, "first set here"),
+                    );
                     continue;
                 }
                 if s.key.name == "limit" {
-                    limit = c.eval_as(m, &s.value, T::Count, &HashMap::new(), &path).and_then(|v| num_of(&v)).map(|x| x as usize);
+                    limit = c
+                        .eval_as(m, &s.value, T::Count, &HashMap::new(), &path)
+                        .and_then(|v| num_of(&v))
+                        .map(|x| x as usize);
                     continue;
                 }
                 let mpath = format!("{path}.{}", s.key.name);
-                if let Some(Value::Metric(kind, r)) = c.eval_as(m, &s.value, T::Metric, &HashMap::new(), &mpath) {
+                if let Some(Value::Metric(kind, r)) =
+                    c.eval_as(m, &s.value, T::Metric, &HashMap::new(), &mpath)
+                {
                     let hint = format!("{}_{}", stage_path.replace("stage ", "eval_"), s.key.name);
                     let rname = c.register_rollout(&r, &hint);
                     check_context(c, &r, data.as_deref(), s.value.span);
-                    if let post_graph::MetricKind::MeanReward { reward } | post_graph::MetricKind::PassAtK { reward, .. } = &kind {
+                    if let post_graph::MetricKind::MeanReward { reward }
+                    | post_graph::MetricKind::PassAtK { reward, .. } = &kind
+                    {
                         check_reward_fields(c, reward, data.as_deref(), s.value.span);
                     }
-                    metrics.push(Metric { name: s.key.name.clone(), rollout: rname, kind });
+                    metrics.push(Metric {
+                        name: s.key.name.clone(),
+                        rollout: rname,
+                        kind,
+                    });
                 }
             }
-            other => c.err(Diagnostic::error("E0107", "an eval block holds `metric = ...` lines and `limit = N`", other.span(), "not allowed here")),
+            other => c.err(Diagnostic::error(
+                "E0107",
+                "an eval block holds `metric = ...` lines and `limit = N`",
+                other.span(),
+                "not allowed here",
+            )),
         }
     }
-    let written = e.items.iter().any(|i| !matches!(i, Item::Setting(s) if s.key.name == "limit"));
+    let written = e
+        .items
+        .iter()
+        .any(|i| !matches!(i, Item::Setting(s) if s.key.name == "limit"));
     if !written && data.is_some() {
-        c.err(Diagnostic::error("E0104", "an eval needs at least one metric", e.span, "no metrics")
-            .with_help("e.g. `accuracy = accuracy(correct, greedy(policy))`"));
+        c.err(
+            Diagnostic::error(
+                "E0104",
+                "an eval needs at least one metric",
+                e.span,
+                "no metrics",
+            )
+            .with_help("e.g. `accuracy = accuracy(correct, greedy(policy))`"),
+        );
     }
-    Some(Eval { data: data?, every: every?, limit, metrics })
+    Some(Eval {
+        data: data?,
+        every: every?,
+        limit,
+        metrics,
+    })
 }
 
 fn select(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
     let path = format!("select {}", b.name.name);
     reject_evals(c, b);
     let s = Settings::collect(c, &b.items, SELECT_KEYS, "select");
-    let ok = ["proxy", "data", "steps", "batch", "budget"].iter().all(|k| required(c, &s, k, b));
+    let ok = ["proxy", "data", "steps", "batch", "budget"]
+        .iter()
+        .all(|k| required(c, &s, k, b));
     let proxy = match get(c, m, &s, "proxy", T::Model, &path) {
         Some((Value::Model(n), _)) => Some(n),
         _ => None,
     };
     let data = get(c, m, &s, "data", T::Data, &path).and_then(|(v, _)| data_name(&v));
-    let steps = get(c, m, &s, "steps", T::Steps, &path).and_then(|(v, _)| num_of(&v)).map(|x| x as u64);
+    let steps = get(c, m, &s, "steps", T::Steps, &path)
+        .and_then(|(v, _)| num_of(&v))
+        .map(|x| x as u64);
     let batch = batch(c, m, &s, &path);
-    if let Some((bt, span)) = &batch {
-        if bt.unit == BatchUnit::Completions {
-            c.err(Diagnostic::error("E0202", "a selection stage samples nothing: count its batch in sequences or prompts", *span, "batch in completions"));
-        }
+    if let Some((bt, span)) = &batch
+        && bt.unit == BatchUnit::Completions
+    {
+        c.err(Diagnostic::error(
+            "E0202",
+            "a selection stage samples nothing: count its batch in sequences or prompts",
+            *span,
+            "batch in completions",
+        ));
     }
     let optimizer = optimizer(c, m, &s, &path);
     let record_every = match get(c, m, &s, "record_every", T::Steps, &path) {
@@ -497,7 +801,11 @@ fn select(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
         None if s.get("record_every").is_some() => None,
         None => {
             let r = (steps.unwrap_or(10) / 10).max(1);
-            c.default_applied(&format!("{path}.record_every"), format!("{r} steps"), "a tenth of the steps");
+            c.default_applied(
+                &format!("{path}.record_every"),
+                format!("{r} steps"),
+                "a tenth of the steps",
+            );
             Some(r)
         }
     };
@@ -505,19 +813,30 @@ fn select(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
         Some((v, _)) => num_of(&v).map(|x| x as usize),
         None if s.get("clusters").is_some() => None,
         None => {
-            c.default_applied(&format!("{path}.clusters"), "100".into(), "S2L default (K = 100)");
+            c.default_applied(
+                &format!("{path}.clusters"),
+                "100".into(),
+                "S2L default (K = 100)",
+            );
             Some(100)
         }
     };
-    let budget = get(c, m, &s, "budget", T::Count, &path).and_then(|(v, _)| num_of(&v)).map(|x| x as usize);
+    let budget = get(c, m, &s, "budget", T::Count, &path)
+        .and_then(|(v, _)| num_of(&v))
+        .map(|x| x as usize);
     if !ok {
         return None;
     }
-    if let (Some(r), Some(st)) = (record_every, steps) {
-        if r == 0 || r > st {
-            let span = s.get("record_every").map_or(b.name.span, |x| x.value.span);
-            c.err(Diagnostic::error("E0401", format!("record_every must be between 1 and the {st} steps"), span, "out of range"));
-        }
+    if let (Some(r), Some(st)) = (record_every, steps)
+        && (r == 0 || r > st)
+    {
+        let span = s.get("record_every").map_or(b.name.span, |x| x.value.span);
+        c.err(Diagnostic::error(
+            "E0401",
+            format!("record_every must be between 1 and the {st} steps"),
+            span,
+            "out of range",
+        ));
     }
     Some(Stage {
         name: b.name.name.clone(),
@@ -538,7 +857,9 @@ fn analysis(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
     let path = format!("analysis {}", b.name.name);
     reject_evals(c, b);
     let s = Settings::collect(c, &b.items, ANALYSIS_KEYS, "analysis");
-    let ok = ["model", "data", "summaries"].iter().all(|k| required(c, &s, k, b));
+    let ok = ["model", "data", "summaries"]
+        .iter()
+        .all(|k| required(c, &s, k, b));
     let model = match get(c, m, &s, "model", T::Model, &path) {
         Some((Value::Model(n), _)) => Some(n),
         _ => None,
@@ -550,7 +871,12 @@ fn analysis(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
             if let Some(cfg) = model.as_ref().and_then(|mm| c.model_config(mm)) {
                 let n = cfg.num_layers;
                 if let Some(bad) = ls.iter().find(|l| **l > n) {
-                    c.err(Diagnostic::error("E0401", format!("layer {bad} does not exist: the model has layers 0..={n}"), span, "no such layer"));
+                    c.err(Diagnostic::error(
+                        "E0401",
+                        format!("layer {bad} does not exist: the model has layers 0..={n}"),
+                        span,
+                        "no such layer",
+                    ));
                 }
             }
             ls
@@ -562,7 +888,9 @@ fn analysis(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
             vec![]
         }
     };
-    let limit = get(c, m, &s, "limit", T::Count, &path).and_then(|(v, _)| num_of(&v)).map(|x| x as usize);
+    let limit = get(c, m, &s, "limit", T::Count, &path)
+        .and_then(|(v, _)| num_of(&v))
+        .map(|x| x as usize);
     let summaries = match get(c, m, &s, "summaries", T::Summaries, &path) {
         Some((Value::List(xs), _)) => Some(
             xs.into_iter()
@@ -593,6 +921,12 @@ fn analysis(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
     }
     Some(Stage {
         name: b.name.name.clone(),
-        kind: StageKind::Analyze(AnalyzeStage { model: model?, data: data?, layers, limit, summaries: summaries? }),
+        kind: StageKind::Analyze(AnalyzeStage {
+            model: model?,
+            data: data?,
+            layers,
+            limit,
+            summaries: summaries?,
+        }),
     })
 }

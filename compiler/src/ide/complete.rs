@@ -182,10 +182,9 @@ impl Analysis {
             if toks.len() - arg_start > 1 {
                 return None;
             }
-            let i = self
-                .tokens
-                .iter()
-                .position(|t| t.span.start <= offset && offset <= t.span.end && t.kind == Tok::Ident)?;
+            let i = self.tokens.iter().position(|t| {
+                t.span.start <= offset && offset <= t.span.end && t.kind == Tok::Ident
+            })?;
             let next = self.tokens.get(i + 1)?;
             (self.text(*next) == "=").then(|| self.text(self.tokens[i]).to_string())
         });
@@ -193,7 +192,9 @@ impl Analysis {
         let typed = toks.len() - arg_start;
         let at_arg_start = typed == 0
             || (typed == 1
-                && toks.last().is_some_and(|t| t.kind == Tok::Ident && t.span.end >= offset));
+                && toks
+                    .last()
+                    .is_some_and(|t| t.kind == Tok::Ident && t.span.end >= offset));
         Some(CallContext {
             callee: self.text(callee).to_string(),
             method,
@@ -213,7 +214,11 @@ impl Analysis {
     }
 
     /// The parameters of what `ctx` calls.
-    fn call_params(&self, ctx: &CallContext, offset: u32) -> Option<(String, String, Vec<ParamInfo>)> {
+    fn call_params(
+        &self,
+        ctx: &CallContext,
+        offset: u32,
+    ) -> Option<(String, String, Vec<ParamInfo>)> {
         if !ctx.method {
             let visible = self.visible(offset);
             if let Some(sym) = visible
@@ -243,7 +248,8 @@ impl Analysis {
         } else {
             self.scope_at(offset)
         };
-        let b = docs::builtin(&ctx.callee, scope).filter(|b| (b.scope == Scope::Transform) == ctx.method)?;
+        let b = docs::builtin(&ctx.callee, scope)
+            .filter(|b| (b.scope == Scope::Transform) == ctx.method)?;
         let params = b
             .params
             .iter()
@@ -294,22 +300,33 @@ impl Analysis {
         if self.tokens.iter().any(|t| {
             matches!(t.kind, Tok::Comment | Tok::Str { .. })
                 && t.span.start < offset
-                && (offset < t.span.end || (t.kind == Tok::Comment || t.kind == Tok::Str { closed: false }) && offset == t.span.end)
+                && (offset < t.span.end
+                    || (t.kind == Tok::Comment || t.kind == Tok::Str { closed: false })
+                        && offset == t.span.end)
         }) {
             return Vec::new();
         }
         let toks = self.before(offset);
         // The word being typed.
         let (prefix_span, prev) = match toks.last() {
-            Some(t) if t.kind == Tok::Ident && t.span.end >= offset => {
-                (Span::new(t.span.start as usize, offset as usize), toks.len().checked_sub(2))
-            }
-            _ => (Span::new(offset as usize, offset as usize), toks.len().checked_sub(1)),
+            Some(t) if t.kind == Tok::Ident && t.span.end >= offset => (
+                Span::new(t.span.start as usize, offset as usize),
+                toks.len().checked_sub(2),
+            ),
+            _ => (
+                Span::new(offset as usize, offset as usize),
+                toks.len().checked_sub(1),
+            ),
         };
         let prev_tok = prev.and_then(|i| toks.get(i)).copied();
         let prev_text = prev_tok.map(|t| self.text(t)).unwrap_or("");
         let mut out = Vec::new();
-        let mk = move |label: &str, kind: CompletionKind, detail: Option<String>, doc: Option<String>, insert: Option<String>, rank: u8| Completion {
+        let mk = move |label: &str,
+                       kind: CompletionKind,
+                       detail: Option<String>,
+                       doc: Option<String>,
+                       insert: Option<String>,
+                       rank: u8| Completion {
             label: label.to_string(),
             kind,
             detail,
@@ -333,16 +350,38 @@ impl Analysis {
             let path_str = path.join(".");
             if in_braces || (prev_text == "." && stdlib::MODULES.iter().any(|m| m.0 == path_str)) {
                 let module = if in_braces { path_str } else { path.join(".") };
-                for s in self.symbols.iter().filter(|s| s.module() == Some(module.as_str()) && s.kind != SymbolKind::Param) {
-                    out.push(mk(&s.name, def_kind(s.kind), Some(s.signature.clone()), Some(self.symbol_doc(s)), None, 0));
+                for s in self
+                    .symbols
+                    .iter()
+                    .filter(|s| s.module() == Some(module.as_str()) && s.kind != SymbolKind::Param)
+                {
+                    out.push(mk(
+                        &s.name,
+                        def_kind(s.kind),
+                        Some(s.signature.clone()),
+                        completion_doc(s),
+                        None,
+                        0,
+                    ));
                 }
             } else if prev_text == "." || prev_text == "use" {
-                let typed = if prev_text == "use" { String::new() } else { format!("{path_str}.") };
+                let typed = if prev_text == "use" {
+                    String::new()
+                } else {
+                    format!("{path_str}.")
+                };
                 for (m, _, _) in stdlib::MODULES {
                     if let Some(rest) = m.strip_prefix(typed.as_str()) {
                         let next = rest.split('.').next().unwrap_or(rest);
                         if !out.iter().any(|c| c.label == next) {
-                            out.push(mk(next, CompletionKind::Module, Some((*m).to_string()), None, None, 0));
+                            out.push(mk(
+                                next,
+                                CompletionKind::Module,
+                                Some((*m).to_string()),
+                                None,
+                                None,
+                                0,
+                            ));
                         }
                     }
                 }
@@ -352,7 +391,10 @@ impl Analysis {
 
         // After a dot: fields of a dataset or sample, dataset transforms.
         if prev_text == "." {
-            let base = prev.and_then(|i| i.checked_sub(1)).and_then(|i| toks.get(i)).copied();
+            let base = prev
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| toks.get(i))
+                .copied();
             if let Some(base) = base.filter(|t| t.kind == Tok::Ident) {
                 let name = self.text(base);
                 let sym = self
@@ -362,20 +404,58 @@ impl Analysis {
                 let kind = sym.and_then(|id| self.symbol(id)).map(|s| s.kind);
                 match kind {
                     Some(SymbolKind::Param) if self.scope_at(offset) == Scope::Reward => {
-                        out.push(mk("completion", CompletionKind::Field, Some("str".into()), Some("The generated text.".into()), None, 0));
-                        out.push(mk("tokens", CompletionKind::Field, Some("num".into()), Some("The completion's length in tokens.".into()), None, 0));
+                        out.push(mk(
+                            "completion",
+                            CompletionKind::Field,
+                            Some("str".into()),
+                            Some("The generated text.".into()),
+                            None,
+                            0,
+                        ));
+                        out.push(mk(
+                            "tokens",
+                            CompletionKind::Field,
+                            Some("num".into()),
+                            Some("The completion's length in tokens.".into()),
+                            None,
+                            0,
+                        ));
                         for f in self.all_fields(fs) {
-                            out.push(mk(&f, CompletionKind::Field, Some("record field".into()), None, None, 1));
+                            out.push(mk(
+                                &f,
+                                CompletionKind::Field,
+                                Some("record field".into()),
+                                None,
+                                None,
+                                1,
+                            ));
                         }
                     }
                     Some(SymbolKind::Def(DefKind::Data)) => {
                         if let Some(fields) = sym.and_then(|id| self.data_fields(fs, id)) {
                             for f in fields {
-                                out.push(mk(&f, CompletionKind::Field, Some(format!("field of `{name}`")), None, None, 0));
+                                out.push(mk(
+                                    &f,
+                                    CompletionKind::Field,
+                                    Some(format!("field of `{name}`")),
+                                    None,
+                                    None,
+                                    0,
+                                ));
                             }
                         }
-                        for b in docs::BUILTINS.iter().filter(|b| b.scope == Scope::Transform) {
-                            out.push(mk(b.name, CompletionKind::Transform, Some(b.signature()), Some(builtin_doc(b)), None, 1));
+                        for b in docs::BUILTINS
+                            .iter()
+                            .filter(|b| b.scope == Scope::Transform)
+                        {
+                            out.push(mk(
+                                b.name,
+                                CompletionKind::Transform,
+                                Some(b.signature()),
+                                Some(b.doc.to_string()),
+                                None,
+                                1,
+                            ));
                         }
                     }
                     _ => {}
@@ -386,12 +466,24 @@ impl Analysis {
 
         // After a number: its unit.
         let same_line = |t: Token| {
-            let between = self.source.get(t.span.end as usize..prefix_span.start as usize).unwrap_or("\n");
+            let between = self
+                .source
+                .get(t.span.end as usize..prefix_span.start as usize)
+                .unwrap_or("\n");
             !between.contains('\n')
         };
-        if prev_tok.is_some_and(|t| t.kind == Tok::Number && t.span.end < prefix_span.start && same_line(t)) {
+        if prev_tok.is_some_and(|t| {
+            t.kind == Tok::Number && t.span.end < prefix_span.start && same_line(t)
+        }) {
             for (u, d) in docs::UNITS.iter().filter(|(u, _)| u.ends_with('s')) {
-                out.push(mk(u, CompletionKind::Unit, None, Some((*d).to_string()), None, 0));
+                out.push(mk(
+                    u,
+                    CompletionKind::Unit,
+                    None,
+                    Some((*d).to_string()),
+                    None,
+                    0,
+                ));
             }
             return out;
         }
@@ -400,7 +492,8 @@ impl Analysis {
         if prev_tok.is_some_and(|t| {
             let w = self.text(t);
             t.kind == Tok::Ident
-                && (docs::DEF_KEYWORDS.contains(&w) || matches!(w, "experiment" | "stage" | "select" | "analysis"))
+                && (docs::DEF_KEYWORDS.contains(&w)
+                    || matches!(w, "experiment" | "stage" | "select" | "analysis"))
                 && self.starts_statement(&toks, prev.unwrap_or(0))
         }) {
             return out;
@@ -418,7 +511,14 @@ impl Analysis {
                         .unwrap_or_default();
                     if !options.is_empty() {
                         for opt in options {
-                            out.push(mk(&opt, CompletionKind::Choice, Some(format!("option of `{n}`")), None, None, 0));
+                            out.push(mk(
+                                &opt,
+                                CompletionKind::Choice,
+                                Some(format!("option of `{n}`")),
+                                None,
+                                None,
+                                0,
+                            ));
                         }
                         return out;
                     }
@@ -426,13 +526,24 @@ impl Analysis {
                 if ctx.at_arg_start {
                     // Positional arguments fill the first parameters.
                     let positional = ctx.arg_index.saturating_sub(ctx.named.len());
-                    for p in params.iter().skip(positional).filter(|p| !ctx.named.contains(&p.name)) {
+                    for p in params
+                        .iter()
+                        .skip(positional)
+                        .filter(|p| !ctx.named.contains(&p.name))
+                    {
                         let detail = match &p.default {
                             Some(d) => format!("{} (default {d})", p.rendered),
                             None => p.rendered.clone(),
                         };
                         let doc = (!p.doc.is_empty()).then(|| p.doc.clone());
-                        out.push(mk(&format!("{} =", p.name), CompletionKind::Param, Some(detail), doc, Some(format!("{} = ", p.name)), 0));
+                        out.push(mk(
+                            &format!("{} =", p.name),
+                            CompletionKind::Param,
+                            Some(detail),
+                            doc,
+                            Some(format!("{} = ", p.name)),
+                            0,
+                        ));
                     }
                 }
             }
@@ -444,7 +555,10 @@ impl Analysis {
         let at_statement_start = match prev_tok {
             None => true,
             Some(p) => {
-                let between = self.source.get(p.span.end as usize..prefix_span.start as usize).unwrap_or("");
+                let between = self
+                    .source
+                    .get(p.span.end as usize..prefix_span.start as usize)
+                    .unwrap_or("");
                 let closes = matches!(self.text(p), "{" | "}" | ";" | ")" | "]");
                 closes || (between.contains('\n') && p.kind != Tok::Punct)
             }
@@ -452,13 +566,39 @@ impl Analysis {
         if at_statement_start {
             let block = self.block_at(offset);
             let kws: &[&str] = match block {
-                None => &["use", "experiment", "model", "data", "reward", "objective", "rollout", "const"],
-                Some(Some(BlockKind::Experiment)) => &["model", "data", "reward", "objective", "rollout", "const", "stage", "select", "analysis"],
+                None => &[
+                    "use",
+                    "experiment",
+                    "model",
+                    "data",
+                    "reward",
+                    "objective",
+                    "rollout",
+                    "const",
+                ],
+                Some(Some(BlockKind::Experiment)) => &[
+                    "model",
+                    "data",
+                    "reward",
+                    "objective",
+                    "rollout",
+                    "const",
+                    "stage",
+                    "select",
+                    "analysis",
+                ],
                 Some(Some(BlockKind::Stage)) => &["eval"],
                 _ => &[],
             };
             for k in kws {
-                out.push(mk(k, CompletionKind::Keyword, None, docs::keyword(k).map(str::to_string), None, 1));
+                out.push(mk(
+                    k,
+                    CompletionKind::Keyword,
+                    None,
+                    docs::keyword(k).map(str::to_string),
+                    None,
+                    1,
+                ));
             }
             let settings: &[docs::SettingDoc] = match block {
                 None => &[],
@@ -472,7 +612,14 @@ impl Analysis {
                     ParamDefault::Optional => format!("{} (optional)", s.ty),
                     ParamDefault::Value(v) => format!("{} = {v}", s.ty),
                 };
-                out.push(mk(&format!("{} =", s.key), CompletionKind::Setting, Some(detail), Some(s.doc.to_string()), Some(format!("{} = ", s.key)), 0));
+                out.push(mk(
+                    &format!("{} =", s.key),
+                    CompletionKind::Setting,
+                    Some(detail),
+                    Some(s.doc.to_string()),
+                    Some(format!("{} = ", s.key)),
+                    0,
+                ));
             }
             return out;
         }
@@ -488,7 +635,10 @@ impl Analysis {
         let Some(p) = i.checked_sub(1).and_then(|j| toks.get(j)) else {
             return true;
         };
-        let between = self.source.get(p.span.end as usize..t.span.start as usize).unwrap_or("");
+        let between = self
+            .source
+            .get(p.span.end as usize..t.span.start as usize)
+            .unwrap_or("");
         between.contains('\n') || matches!(self.text(*p), "{" | "}" | ";")
     }
 
@@ -539,7 +689,11 @@ impl Analysis {
                 "{" if depth > 0 => depth -= 1,
                 "{" => {
                     let kw = toks[..i].iter().rev().take(6).find(|t| {
-                        t.kind == Tok::Ident && matches!(self.text(**t), "experiment" | "stage" | "select" | "analysis" | "eval")
+                        t.kind == Tok::Ident
+                            && matches!(
+                                self.text(**t),
+                                "experiment" | "stage" | "select" | "analysis" | "eval"
+                            )
                     })?;
                     return Some(match self.text(*kw) {
                         "experiment" => Some(BlockKind::Experiment),
@@ -595,16 +749,17 @@ impl Analysis {
     fn expression_items(&self, out: &mut Vec<Completion>, offset: u32, replace: Span) {
         let scope = self.scope_at(offset);
         let mut seen = BTreeSet::new();
-        let mk = |label: &str, kind, detail: Option<String>, doc: Option<String>, rank| Completion {
-            label: label.to_string(),
-            kind,
-            detail,
-            doc,
-            insert: None,
-            replace,
-            import: None,
-            rank,
-        };
+        let mk =
+            |label: &str, kind, detail: Option<String>, doc: Option<String>, rank| Completion {
+                label: label.to_string(),
+                kind,
+                detail,
+                doc,
+                insert: None,
+                replace,
+                import: None,
+                rank,
+            };
         for id in self.visible(offset) {
             let Some(s) = self.symbol(id) else { continue };
             if !seen.insert(s.name.clone()) {
@@ -614,22 +769,50 @@ impl Analysis {
                 SymbolKind::Param => CompletionKind::Param,
                 k => def_kind(k),
             };
-            out.push(mk(&s.name, kind, Some(s.signature.clone()), Some(self.symbol_doc(s)), 0));
+            out.push(mk(
+                &s.name,
+                kind,
+                Some(s.signature.clone()),
+                completion_doc(s),
+                0,
+            ));
         }
         if scope == Scope::Experiment {
-            for s in self.symbols.iter().filter(|s| matches!(s.kind, SymbolKind::Stage(BlockKind::Select))) {
+            for s in self
+                .symbols
+                .iter()
+                .filter(|s| matches!(s.kind, SymbolKind::Stage(BlockKind::Select)))
+            {
                 if seen.insert(s.name.clone()) {
-                    out.push(mk(&s.name, CompletionKind::Stage, Some(s.signature.clone()), None, 2));
+                    out.push(mk(
+                        &s.name,
+                        CompletionKind::Stage,
+                        Some(s.signature.clone()),
+                        None,
+                        2,
+                    ));
                 }
             }
         }
         for b in docs::BUILTINS.iter().filter(|b| b.scope == scope) {
             if seen.insert(b.name.to_string()) {
-                out.push(mk(b.name, CompletionKind::Builtin, Some(b.signature()), Some(builtin_doc(b)), 1));
+                out.push(mk(
+                    b.name,
+                    CompletionKind::Builtin,
+                    Some(b.signature()),
+                    Some(b.doc.to_string()),
+                    1,
+                ));
             }
         }
         for k in docs::RESERVED {
-            out.push(mk(k, CompletionKind::Keyword, None, docs::keyword(k).map(str::to_string), 3));
+            out.push(mk(
+                k,
+                CompletionKind::Keyword,
+                None,
+                docs::keyword(k).map(str::to_string),
+                3,
+            ));
         }
         // Standard library items not imported yet: completing one adds the import.
         for (id, s) in self.symbols.iter().enumerate() {
@@ -641,7 +824,13 @@ impl Analysis {
                 continue;
             }
             seen.insert(s.name.clone());
-            let mut c = mk(&s.name, def_kind(s.kind), Some(format!("{} (from {m})", s.signature)), Some(self.symbol_doc(s)), 2);
+            let mut c = mk(
+                &s.name,
+                def_kind(s.kind),
+                Some(format!("{} (from {m})", s.signature)),
+                completion_doc(s),
+                2,
+            );
             c.import = Some(self.import_edit(m, &s.name));
             out.push(c);
         }
@@ -649,11 +838,16 @@ impl Analysis {
 
     /// Objectives are used in stages and formulas, rewards and rollouts anywhere.
     fn std_item_fits(&self, id: SymId, scope: Scope) -> bool {
-        let Some(s) = self.symbol(id) else { return false };
+        let Some(s) = self.symbol(id) else {
+            return false;
+        };
         !matches!(
             (s.kind, scope),
             (SymbolKind::Def(DefKind::Objective), Scope::Reward)
-                | (SymbolKind::Def(DefKind::Rollout | DefKind::Model | DefKind::Data), Scope::Formula | Scope::Reward)
+                | (
+                    SymbolKind::Def(DefKind::Rollout | DefKind::Model | DefKind::Data),
+                    Scope::Formula | Scope::Reward
+                )
         )
     }
 
@@ -663,20 +857,42 @@ impl Analysis {
         let mut last_use_end = None;
         for item in &self.file.items {
             if let Item::Use(u) = item {
-                let m = u.module.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(".");
+                let m = u
+                    .module
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(".");
                 if m == module
                     && u.braced
                     && let Some(last) = u.names.last()
                 {
-                    return (Span::new(last.span.end as usize, last.span.end as usize), format!(", {name}"));
+                    return (
+                        Span::new(last.span.end as usize, last.span.end as usize),
+                        format!(", {name}"),
+                    );
                 }
                 last_use_end = Some(u.span.end);
             }
         }
         match last_use_end {
-            Some(end) => (Span::new(end as usize, end as usize), format!("\nuse {module}.{{{name}}}")),
+            Some(end) => (
+                Span::new(end as usize, end as usize),
+                format!("\nuse {module}.{{{name}}}"),
+            ),
             None => (Span::new(0, 0), format!("use {module}.{{{name}}}\n\n")),
         }
+    }
+}
+
+/// A completion item's documentation: the declaration's own comment (hover shows the rest;
+/// full hover text on hundreds of items would make every completion response large).
+fn completion_doc(s: &super::Symbol) -> Option<String> {
+    let module = s.module().map(|m| format!("from `{m}`"));
+    match (&s.doc, module) {
+        (Some(d), Some(m)) => Some(format!("{m}\n\n{d}")),
+        (Some(d), None) => Some(d.clone()),
+        (None, m) => m,
     }
 }
 
@@ -689,7 +905,10 @@ fn enum_options(rendered: &str) -> Vec<String> {
     if !ty.contains('|') || ty.contains("schedule") {
         return Vec::new();
     }
-    ty.split('|').map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect()
+    ty.split('|')
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty())
+        .collect()
 }
 
 fn def_kind(k: SymbolKind) -> CompletionKind {
@@ -706,7 +925,9 @@ pub fn filter_prefix(source: &str, items: Vec<Completion>) -> Vec<Completion> {
     items
         .into_iter()
         .filter(|c| {
-            let typed = source.get(c.replace.start as usize..c.replace.end as usize).unwrap_or("");
+            let typed = source
+                .get(c.replace.start as usize..c.replace.end as usize)
+                .unwrap_or("");
             c.label.starts_with(typed)
         })
         .collect()

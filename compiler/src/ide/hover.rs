@@ -58,7 +58,10 @@ impl Analysis {
                             "tokens" => "the completion's length in tokens".to_string(),
                             _ => format!("the `{name}` field of the sample's record"),
                         };
-                        format!("{}\n\n{what}", code(&format!("(sample field) {}.{name}", s.name)))
+                        format!(
+                            "{}\n\n{what}",
+                            code(&format!("(sample field) {}.{name}", s.name))
+                        )
                     }
                     Some(s) => format!(
                         "{}\n\nField `{name}` of the records of dataset `{}`.",
@@ -69,7 +72,11 @@ impl Analysis {
                 }
             }
             Site::Unit(u) => format!("{}\n\n{}", code(&format!("(unit) {u}")), docs::unit(u)?),
-            Site::Type(t) => format!("{}\n\n{}", code(&format!("(type) {t}")), docs::type_name(t)?),
+            Site::Type(t) => format!(
+                "{}\n\n{}",
+                code(&format!("(type) {t}")),
+                docs::type_name(t)?
+            ),
             Site::Keyword(k) => format!("{}\n\n{}", code(k), docs::keyword(k)?),
             Site::Module(m) => {
                 let items: Vec<&Symbol> = self
@@ -80,7 +87,8 @@ impl Analysis {
                 let mut s = code(&format!("module {m}"));
                 if !items.is_empty() {
                     s.push_str("\n\n");
-                    let names: Vec<String> = items.iter().map(|s| format!("`{}`", s.name)).collect();
+                    let names: Vec<String> =
+                        items.iter().map(|s| format!("`{}`", s.name)).collect();
                     s.push_str(&names.join(", "));
                 }
                 s
@@ -109,11 +117,12 @@ impl Analysis {
             .position(|t| t.span.contains(offset) && t.kind == super::lex::Tok::Ident)?;
         let t = self.tokens[i];
         let word = t.text(&self.source);
-        let markdown = if let Some(d) = docs::keyword(word).filter(|_| docs::RESERVED.contains(&word)) {
-            format!("{}\n\n{d}", code(word))
-        } else {
-            return None;
-        };
+        let markdown =
+            if let Some(d) = docs::keyword(word).filter(|_| docs::RESERVED.contains(&word)) {
+                format!("{}\n\n{d}", code(word))
+            } else {
+                return None;
+            };
         Some(Hover {
             span: t.span,
             markdown,
@@ -158,7 +167,8 @@ impl Analysis {
                     };
                     out.push_str(&format!("\n\n**{title}**\n\n{}", code(&dedent(v))));
                 }
-                let params: Vec<&Symbol> = s.params.iter().filter_map(|p| self.symbol(*p)).collect();
+                let params: Vec<&Symbol> =
+                    s.params.iter().filter_map(|p| self.symbol(*p)).collect();
                 if !params.is_empty() {
                     out.push_str("\n\n**Parameters**\n");
                     for p in params {
@@ -248,7 +258,12 @@ pub fn builtin_doc(b: &BuiltinDoc) -> String {
 fn type_note(ty: &str) -> String {
     let units: Vec<&str> = ty
         .split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| matches!(*w, "tokens" | "steps" | "prompts" | "sequences" | "completions"))
+        .filter(|w| {
+            matches!(
+                *w,
+                "tokens" | "steps" | "prompts" | "sequences" | "completions"
+            )
+        })
         .collect();
     if units.is_empty() {
         String::new()
@@ -271,7 +286,10 @@ fn dedent(s: &str) -> String {
     let mut out = first;
     for l in rest {
         out.push('\n');
-        out.push_str(l.get(indent.min(l.len() - l.trim_start().len())..).unwrap_or(l));
+        out.push_str(
+            l.get(indent.min(l.len() - l.trim_start().len())..)
+                .unwrap_or(l),
+        );
     }
     out
 }

@@ -9,7 +9,9 @@ pub enum Tok {
     Ident,
     Number,
     /// A string literal; `closed` is false when the line ends first.
-    Str { closed: bool },
+    Str {
+        closed: bool,
+    },
     Comment,
     /// Operators and punctuation, one or two characters (`->`, `=>`, `==`, `&&`, ...).
     Punct,
@@ -145,7 +147,10 @@ mod tests {
     use super::*;
 
     fn kinds(src: &str) -> Vec<(Tok, &str)> {
-        lex(src).into_iter().map(|t| (t.kind, t.text(src))).collect()
+        lex(src)
+            .into_iter()
+            .map(|t| (t.kind, t.text(src)))
+            .collect()
     }
 
     #[test]

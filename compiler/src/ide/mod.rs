@@ -149,9 +149,15 @@ impl Symbol {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Site {
     /// A symbol's declaration (`decl`) or a use of it.
-    Sym { sym: SymId, decl: bool },
+    Sym {
+        sym: SymId,
+        decl: bool,
+    },
     /// A built-in function named or called.
-    Builtin { name: String, scope: Scope },
+    Builtin {
+        name: String,
+        scope: Scope,
+    },
     /// The name of a named argument of a built-in call.
     BuiltinArg {
         func: String,
@@ -164,14 +170,20 @@ pub enum Site {
         key: String,
     },
     /// `base.name`: a dataset field or a sample field.
-    Field { base: Option<SymId>, name: String },
+    Field {
+        base: Option<SymId>,
+        name: String,
+    },
     Unit(String),
     Type(String),
     Keyword(String),
     /// A part of a module path in a `use`: the module named so far.
     Module(String),
     /// One option of an enumerated parameter (`search: binary | linear`), or a `match` arm.
-    Choice { param: SymId, name: String },
+    Choice {
+        param: SymId,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -267,7 +279,8 @@ fn defs_of(items: &[Item]) -> Vec<&Def> {
 }
 
 fn slice(src: &str, span: Span) -> &str {
-    src.get(span.start as usize..span.end as usize).unwrap_or("")
+    src.get(span.start as usize..span.end as usize)
+        .unwrap_or("")
 }
 
 /// Whitespace runs (newlines included) collapsed to one space.
@@ -294,7 +307,12 @@ fn doc_above(src: &str, offset: u32) -> Option<String> {
         let Some(text) = line.strip_prefix("//") else {
             break;
         };
-        lines.push(text.strip_prefix(' ').unwrap_or(text).trim_end().to_string());
+        lines.push(
+            text.strip_prefix(' ')
+                .unwrap_or(text)
+                .trim_end()
+                .to_string(),
+        );
         if start == 0 {
             break;
         }
@@ -628,12 +646,31 @@ impl Analysis {
         if !mapped.is_empty() {
             return Some(mapped);
         }
-        let file = args.iter().find(|a| a.name.is_none()).and_then(|a| match &a.value.kind {
-            ExprKind::Str(s) => Some(s.clone()),
-            _ => None,
-        })?;
+        let file = args
+            .iter()
+            .find(|a| a.name.is_none())
+            .and_then(|a| match &a.value.kind {
+                ExprKind::Str(s) => Some(s.clone()),
+                _ => None,
+            })?;
         Some(jsonl_keys(fs, &self.path, &file)?.into_iter().collect())
     }
+}
+
+/// The diagnostics `crate::compile_source` reports for this parse (syntax errors, then the
+/// checker's, sorted the same way), so a server that also indexes the text parses it once.
+/// `diagnostics_match_compile_source` keeps the two in step.
+pub fn diagnostics_of(
+    fs: &dyn FileSystem,
+    path: &str,
+    parsed: &syntax::Parsed,
+) -> Vec<crate::Diagnostic> {
+    let mut diagnostics: Vec<crate::Diagnostic> =
+        parsed.errors.iter().map(|e| e.to_diagnostic()).collect();
+    let (_, check_diags) = crate::check::check(&parsed.file, fs, path);
+    diagnostics.extend(check_diags);
+    diagnostics.sort_by_key(|d| (d.primary.span.start, d.code.clone()));
+    diagnostics
 }
 
 /// The keys shared by the first records of a JSONL file (relative paths from the `.post` file's
@@ -649,7 +686,8 @@ pub fn jsonl_keys(fs: &dyn FileSystem, post_path: &str, file: &str) -> Option<Ve
     let lines = fs.read_head(&resolved, 5).ok()?;
     let mut keys: Option<BTreeSet<String>> = None;
     for l in lines.iter().filter(|l| !l.trim().is_empty()) {
-        let serde_json::Value::Object(m) = serde_json::from_str::<serde_json::Value>(l).ok()? else {
+        let serde_json::Value::Object(m) = serde_json::from_str::<serde_json::Value>(l).ok()?
+        else {
             return None;
         };
         let ks: BTreeSet<String> = m.keys().cloned().collect();
@@ -706,9 +744,17 @@ impl Builder<'_> {
         }
         let m = module_index(u);
         for n in &u.names {
-            let target = m.and_then(|m| std.scopes.get(m)).and_then(|s| s.get(&n.name));
+            let target = m
+                .and_then(|m| std.scopes.get(m))
+                .and_then(|s| s.get(&n.name));
             if let Some(&t) = target {
-                self.site(n.span, Site::Sym { sym: t, decl: false });
+                self.site(
+                    n.span,
+                    Site::Sym {
+                        sym: t,
+                        decl: false,
+                    },
+                );
                 self.scope.entry(n.name.clone()).or_insert(t);
             }
         }
@@ -725,7 +771,9 @@ impl Builder<'_> {
 
     fn main_def_symbol(&self, d: &Def) -> Option<SymId> {
         self.symbols.iter().position(|s| {
-            s.file == FileId::Main && s.name_span == d.name.span && s.kind == SymbolKind::Def(d.kind)
+            s.file == FileId::Main
+                && s.name_span == d.name.span
+                && s.kind == SymbolKind::Def(d.kind)
         })
     }
 
@@ -753,7 +801,13 @@ impl Builder<'_> {
                     owner: None,
                     ty: None,
                 });
-                self.site(b.name.span, Site::Sym { sym: id, decl: true });
+                self.site(
+                    b.name.span,
+                    Site::Sym {
+                        sym: id,
+                        decl: true,
+                    },
+                );
                 if b.kind != BlockKind::Experiment {
                     self.stages.entry(b.name.name.clone()).or_insert(id);
                 }
@@ -770,8 +824,14 @@ impl Builder<'_> {
                 Item::Eval(e) => {
                     self.keyword_at(e.span.start, "eval");
                     let head_end = e.items.first().map_or(e.close.start, |i| i.span().start);
-                    for t in lex::lex(slice(self.src, Span::new(e.span.start as usize, head_end as usize))) {
-                        let text = t.text(slice(self.src, Span::new(e.span.start as usize, head_end as usize)));
+                    for t in lex::lex(slice(
+                        self.src,
+                        Span::new(e.span.start as usize, head_end as usize),
+                    )) {
+                        let text = t.text(slice(
+                            self.src,
+                            Span::new(e.span.start as usize, head_end as usize),
+                        ));
                         if t.kind == Tok::Ident && (text == "every" || text == "on") {
                             let sp = t.span.offset(e.span.start as usize);
                             self.site(sp, Site::Keyword(text.to_string()));
@@ -799,7 +859,9 @@ impl Builder<'_> {
                     }
                 }
                 Item::Setting(s) => {
-                    let kind = block.map(|b| b.kind).filter(|k| *k != BlockKind::Experiment);
+                    let kind = block
+                        .map(|b| b.kind)
+                        .filter(|k| *k != BlockKind::Experiment);
                     self.site(
                         s.key.span,
                         Site::Setting {
@@ -821,7 +883,13 @@ impl Builder<'_> {
             .map(|s| s.params.clone())
             .unwrap_or_default();
         if let Some(id) = id {
-            self.site(d.name.span, Site::Sym { sym: id, decl: true });
+            self.site(
+                d.name.span,
+                Site::Sym {
+                    sym: id,
+                    decl: true,
+                },
+            );
         }
         self.scope_kind = match d.kind {
             DefKind::Objective => Scope::Formula,
@@ -830,7 +898,13 @@ impl Builder<'_> {
         };
         self.locals.clear();
         for (p, pid) in d.params.iter().flatten().zip(params.iter().copied()) {
-            self.site(p.name.span, Site::Sym { sym: pid, decl: true });
+            self.site(
+                p.name.span,
+                Site::Sym {
+                    sym: pid,
+                    decl: true,
+                },
+            );
             match p.ty.as_deref() {
                 Some([one]) => self.site(one.span, Site::Type(one.name.clone())),
                 Some(many) => {
@@ -929,7 +1003,13 @@ impl Builder<'_> {
                                 .find(|p| self.symbols.get(*p).is_some_and(|s| s.name == key.name))
                         });
                         if let Some(p) = param {
-                            self.site(key.span, Site::Sym { sym: p, decl: false });
+                            self.site(
+                                key.span,
+                                Site::Sym {
+                                    sym: p,
+                                    decl: false,
+                                },
+                            );
                         } else if let Some((func, scope)) = builtin {
                             self.site(
                                 key.span,

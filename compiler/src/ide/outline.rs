@@ -36,9 +36,16 @@ impl Analysis {
         for item in items {
             match item {
                 Item::Use(u) => {
-                    let module = u.module.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(".");
+                    let module = u
+                        .module
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(".");
                     let names: Vec<&str> = u.names.iter().map(|n| n.name.as_str()).collect();
-                    let selection = u.module.first().map_or(u.span, |f| f.span.join(u.module.last().map_or(f.span, |l| l.span)));
+                    let selection = u.module.first().map_or(u.span, |f| {
+                        f.span.join(u.module.last().map_or(f.span, |l| l.span))
+                    });
                     out.push(OutlineItem {
                         name: module,
                         detail: (!names.is_empty()).then(|| names.join(", ")),
@@ -76,7 +83,12 @@ impl Analysis {
                     children: self.outline_items(&b.items),
                 }),
                 Item::Eval(e) => {
-                    let every = e.every.as_ref().map(|x| self.source.get(x.span.start as usize..x.span.end as usize).unwrap_or("").to_string());
+                    let every = e.every.as_ref().map(|x| {
+                        self.source
+                            .get(x.span.start as usize..x.span.end as usize)
+                            .unwrap_or("")
+                            .to_string()
+                    });
                     let detail = match (&every, &e.on) {
                         (Some(x), Some(on)) => Some(format!("every {x} on {}", on.name)),
                         (Some(x), None) => Some(format!("every {x}")),

@@ -61,7 +61,10 @@ impl Analysis {
                 Tok::Str { .. } => (TokenType::String, 0),
                 Tok::Number => (TokenType::Number, 0),
                 Tok::Punct => {
-                    if matches!(text, "(" | ")" | "[" | "]" | "{" | "}" | "," | "." | ":" | ";") {
+                    if matches!(
+                        text,
+                        "(" | ")" | "[" | "]" | "{" | "}" | "," | "." | ":" | ";"
+                    ) {
                         continue;
                     }
                     (TokenType::Operator, 0)
@@ -106,14 +109,18 @@ impl Analysis {
                 let ty = match s.kind {
                     SymbolKind::Param => TokenType::Parameter,
                     SymbolKind::Def(DefKind::Objective | DefKind::Reward) => TokenType::Function,
-                    SymbolKind::Def(DefKind::Rollout) if !s.params.is_empty() => TokenType::Function,
+                    SymbolKind::Def(DefKind::Rollout) if !s.params.is_empty() => {
+                        TokenType::Function
+                    }
                     SymbolKind::Def(_) => TokenType::Variable,
                     SymbolKind::Stage(_) | SymbolKind::Experiment => TokenType::Namespace,
                 };
                 (ty, m)
             }
             Site::Builtin { .. } => (TokenType::Function, MOD_DEFAULT_LIBRARY),
-            Site::BuiltinArg { .. } | Site::Setting { .. } | Site::Field { .. } => (TokenType::Property, 0),
+            Site::BuiltinArg { .. } | Site::Setting { .. } | Site::Field { .. } => {
+                (TokenType::Property, 0)
+            }
             Site::Unit(_) | Site::Type(_) => (TokenType::Type, 0),
             Site::Keyword(_) => (TokenType::Keyword, 0),
             Site::Module(_) => (TokenType::Namespace, 0),

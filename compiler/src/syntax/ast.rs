@@ -226,22 +226,52 @@ pub struct Arm {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ExprKind {
     /// A number, with its source text (the formatter keeps `3e-4` as written).
-    Number { value: f64, text: String },
+    Number {
+        value: f64,
+        text: String,
+    },
     /// A number with a unit: `32 prompts`.
-    Quantity { value: f64, text: String, unit: Ident },
+    Quantity {
+        value: f64,
+        text: String,
+        unit: Ident,
+    },
     Str(String),
     Bool(bool),
     Name(String),
-    Field { base: Box<Expr>, field: Ident },
-    Call { callee: Box<Expr>, args: Vec<Arg> },
-    Unary { op: UnaryOp, arg: Box<Expr> },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
-    If { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
-    Match { scrutinee: Box<Expr>, arms: Vec<Arm> },
+    Field {
+        base: Box<Expr>,
+        field: Ident,
+    },
+    Call {
+        callee: Box<Expr>,
+        args: Vec<Arg>,
+    },
+    Unary {
+        op: UnaryOp,
+        arg: Box<Expr>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    If {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
+    Match {
+        scrutinee: Box<Expr>,
+        arms: Vec<Arm>,
+    },
     Tuple(Vec<Expr>),
     List(Vec<Expr>),
     /// `a -> b`, the range of a schedule.
-    Arrow { from: Box<Expr>, to: Box<Expr> },
+    Arrow {
+        from: Box<Expr>,
+        to: Box<Expr>,
+    },
 }
 
 impl Expr {

@@ -25,10 +25,21 @@ pub const MAX_DEPTH: usize = 96;
 #[derive(Debug, Clone, PartialEq)]
 pub enum SyntaxError {
     /// pest's message for a line that does not parse.
-    Unexpected { span: Span, message: String },
-    TooDeep { span: Span },
-    BadEscape { span: Span, escape: String },
-    BadNumber { span: Span, text: String },
+    Unexpected {
+        span: Span,
+        message: String,
+    },
+    TooDeep {
+        span: Span,
+    },
+    BadEscape {
+        span: Span,
+        escape: String,
+    },
+    BadNumber {
+        span: Span,
+        text: String,
+    },
 }
 
 impl SyntaxError {
@@ -237,7 +248,7 @@ fn pest_error(e: pest::error::Error<Rule>, offset: usize, limit: usize) -> Synta
 fn rule_name(r: &Rule) -> Option<String> {
     let s = match r {
         Rule::ident => "a name",
-        Rule::expr | Rule::arrow | Rule::or_expr => "an expression",
+        Rule::expr | Rule::arrow | Rule::chain | Rule::unary | Rule::postfix => "an expression",
         Rule::number | Rule::quantity => "a number",
         Rule::string => "a string",
         Rule::assign => "`=`",
@@ -248,9 +259,7 @@ fn rule_name(r: &Rule) -> Option<String> {
         Rule::def_kw => "a definition",
         Rule::setting => "a setting",
         Rule::stage_kw => "a block",
-        Rule::cmp_op | Rule::add_op | Rule::mul_op | Rule::pow_op | Rule::or_op | Rule::and_op => {
-            "an operator"
-        }
+        Rule::bin_op => "an operator",
         Rule::field => "`.`",
         Rule::EOI => "end of input",
         Rule::arm => "a match arm",
@@ -304,6 +313,9 @@ fn comment_start(line: &str) -> Option<usize> {
     None
 }
 
+/// Prefix operators of an operand, outermost first.
+type Prefixes = Vec<(UnaryOp, Span)>;
+
 /// Result of building an expression: the node and its tree depth.
 type Built = Option<(Expr, usize)>;
 
@@ -321,7 +333,10 @@ impl<'a> Builder<'a> {
                     // part of the broken line: drop it so it causes no follow-up errors.
                     if let Some(prev) = out.last() {
                         let prev_span = prev.span();
-                        let between = self.src.get(prev_span.end as usize..span.start as usize).unwrap_or("\n");
+                        let between = self
+                            .src
+                            .get(prev_span.end as usize..span.start as usize)
+                            .unwrap_or("\n");
                         if !matches!(prev, Item::Error(_)) && !between.contains('\n') {
                             span = prev_span.join(span);
                             out.pop();
@@ -642,79 +657,10 @@ impl<'a> Builder<'a> {
                     }
                 }
             }
-            Rule::or_expr | Rule::and_expr | Rule::cmp | Rule::sum | Rule::product => {
-                // Left-associative chains, folded iteratively.
-                let mut inner = p.into_inner();
-                let (mut acc, mut depth) = self.expr(inner.next()?)?;
-                while let Some(op) = inner.next() {
-                    let rhs_pair = inner.next()?;
-                    let (rhs, d) = self.expr(rhs_pair)?;
-                    let op = bin_op(op.as_str());
-                    let span = acc.span.join(rhs.span);
-                    depth = depth.max(d) + 1;
-                    let (e, d) = self.check_depth(
-                        Expr {
-                            kind: ExprKind::Binary {
-                                op,
-                                lhs: Box::new(acc),
-                                rhs: Box::new(rhs),
-                            },
-                            span,
-                        },
-                        depth,
-                    )?;
-                    acc = e;
-                    depth = d;
-                }
-                Some((acc, depth))
-            }
+            Rule::chain => self.chain(p),
             Rule::unary => {
-                let mut ops = Vec::new();
-                let mut operand = None;
-                for c in p.into_inner() {
-                    if c.as_rule() == Rule::prefix_op {
-                        ops.push((c.as_str() == "!", span_of(&c)));
-                    } else {
-                        operand = Some(c);
-                    }
-                }
-                let (mut e, mut depth) = self.expr(operand?)?;
-                for (not, ospan) in ops.into_iter().rev() {
-                    let span = ospan.join(e.span);
-                    let (ne, d) = self.check_depth(
-                        Expr {
-                            kind: ExprKind::Unary {
-                                op: if not { UnaryOp::Not } else { UnaryOp::Neg },
-                                arg: Box::new(e),
-                            },
-                            span,
-                        },
-                        depth + 1,
-                    )?;
-                    e = ne;
-                    depth = d;
-                }
-                Some((e, depth))
-            }
-            Rule::power => {
-                let mut inner = p.into_inner();
-                let (base, d1) = self.expr(inner.next()?)?;
-                let _op = match inner.next() {
-                    None => return Some((base, d1)),
-                    Some(op) => op,
-                };
-                let (exp, d2) = self.expr(inner.next()?)?;
-                self.check_depth(
-                    Expr {
-                        kind: ExprKind::Binary {
-                            op: BinOp::Pow,
-                            lhs: Box::new(base),
-                            rhs: Box::new(exp),
-                        },
-                        span,
-                    },
-                    d1.max(d2) + 1,
-                )
+                let (prefixes, operand) = self.unary_parts(p)?;
+                self.apply_prefixes(prefixes, operand)
             }
             Rule::postfix => {
                 let mut inner = p.into_inner();
@@ -841,6 +787,135 @@ impl<'a> Builder<'a> {
             }
             _ => None,
         }
+    }
+
+    /// The prefix operators and the operand of a `unary` pair.
+    fn unary_parts(&mut self, p: Pair<Rule>) -> Option<(Prefixes, (Expr, usize))> {
+        let mut ops = Vec::new();
+        let mut operand = None;
+        for c in p.into_inner() {
+            if c.as_rule() == Rule::prefix_op {
+                let op = if c.as_str() == "!" {
+                    UnaryOp::Not
+                } else {
+                    UnaryOp::Neg
+                };
+                ops.push((op, span_of(&c)));
+            } else {
+                operand = Some(c);
+            }
+        }
+        Some((ops, self.expr(operand?)?))
+    }
+
+    fn apply_prefixes(&mut self, ops: Vec<(UnaryOp, Span)>, operand: (Expr, usize)) -> Built {
+        let (mut e, mut depth) = operand;
+        for (op, ospan) in ops.into_iter().rev() {
+            let span = ospan.join(e.span);
+            let (ne, d) = self.check_depth(
+                Expr {
+                    kind: ExprKind::Unary {
+                        op,
+                        arg: Box::new(e),
+                    },
+                    span,
+                },
+                depth + 1,
+            )?;
+            e = ne;
+            depth = d;
+        }
+        Some((e, depth))
+    }
+
+    fn binary(&mut self, op: BinOp, lhs: (Expr, usize), rhs: (Expr, usize)) -> Built {
+        let span = lhs.0.span.join(rhs.0.span);
+        self.check_depth(
+            Expr {
+                kind: ExprKind::Binary {
+                    op,
+                    lhs: Box::new(lhs.0),
+                    rhs: Box::new(rhs.0),
+                },
+                span,
+            },
+            lhs.1.max(rhs.1) + 1,
+        )
+    }
+
+    /// A flat chain `unary (op unary)*` grouped by precedence without recursion: powers first
+    /// (right-associative, binding tighter than a prefix minus on their base), then the other
+    /// operators by precedence climbing (left-associative; comparisons do not chain).
+    fn chain(&mut self, p: Pair<Rule>) -> Built {
+        let mut operands = Vec::new();
+        let mut ops: Vec<(BinOp, Span)> = Vec::new();
+        for c in p.into_inner() {
+            match c.as_rule() {
+                Rule::bin_op => ops.push((bin_op(c.as_str()), span_of(&c))),
+                _ => operands.push(self.unary_parts(c)?),
+            }
+        }
+        // Pass 1: runs joined by `^`.
+        let mut items: Vec<(Expr, usize)> = Vec::new();
+        let mut rest_ops: Vec<(BinOp, Span)> = Vec::new();
+        let mut operands = operands.into_iter();
+        let mut i = 0;
+        while let Some((prefixes, base)) = operands.next() {
+            let mut run = Vec::new();
+            while ops.get(i).is_some_and(|(o, _)| *o == BinOp::Pow) {
+                let (pre, x) = operands.next()?;
+                run.push(self.apply_prefixes(pre, x)?);
+                i += 1;
+            }
+            let mut acc: Option<(Expr, usize)> = None;
+            for x in run.into_iter().rev() {
+                acc = Some(match acc {
+                    None => x,
+                    Some(a) => self.binary(BinOp::Pow, x, a)?,
+                });
+            }
+            let powered = match acc {
+                None => base,
+                Some(a) => self.binary(BinOp::Pow, base, a)?,
+            };
+            items.push(self.apply_prefixes(prefixes, powered)?);
+            if let Some(op) = ops.get(i) {
+                rest_ops.push(*op);
+                i += 1;
+            }
+        }
+        // Pass 2: precedence climbing with explicit stacks.
+        let mut out: Vec<(Expr, usize)> = Vec::new();
+        let mut stack: Vec<BinOp> = Vec::new();
+        let mut items = items.into_iter();
+        out.push(items.next()?);
+        for (op, ospan) in rest_ops {
+            let is_cmp = op.precedence() == 3;
+            while let Some(top) = stack.last().copied() {
+                if top.precedence() < op.precedence() {
+                    break;
+                }
+                if is_cmp && top.precedence() == 3 {
+                    self.errors.push(SyntaxError::Unexpected {
+                        span: ospan,
+                        message: "comparisons do not chain: combine them with `&&`".into(),
+                    });
+                    return None;
+                }
+                stack.pop();
+                let rhs = out.pop()?;
+                let lhs = out.pop()?;
+                out.push(self.binary(top, lhs, rhs)?);
+            }
+            stack.push(op);
+            out.push(items.next()?);
+        }
+        while let Some(top) = stack.pop() {
+            let rhs = out.pop()?;
+            let lhs = out.pop()?;
+            out.push(self.binary(top, lhs, rhs)?);
+        }
+        out.pop()
     }
 
     fn arg(&mut self, p: Pair<Rule>) -> Option<(Arg, usize)> {

@@ -16,7 +16,10 @@ pub fn post_files(dir: &str) -> Vec<(String, String)> {
     for e in std::fs::read_dir(&full).expect("fixture directory exists") {
         let p = e.expect("readable entry").path();
         if p.extension().is_some_and(|x| x == "post") {
-            let name = format!("{dir}/{}", p.file_name().expect("a file name").to_string_lossy());
+            let name = format!(
+                "{dir}/{}",
+                p.file_name().expect("a file name").to_string_lossy()
+            );
             let text = std::fs::read_to_string(&p).expect("fixture is UTF-8");
             out.push((name, text));
         }
@@ -36,7 +39,10 @@ pub fn fixture_fs() -> MemoryFs {
     let data = format!("{}/examples/data", root());
     for e in std::fs::read_dir(&data).expect("examples/data exists") {
         let p = e.expect("readable entry").path();
-        let name = format!("examples/data/{}", p.file_name().expect("a file name").to_string_lossy());
+        let name = format!(
+            "examples/data/{}",
+            p.file_name().expect("a file name").to_string_lossy()
+        );
         fs.insert(&name, &std::fs::read_to_string(&p).expect("data is UTF-8"));
     }
     fs

@@ -29,7 +29,12 @@ fn expr(dag: &Dag, id: NodeId) -> String {
             if c.is_nan() {
                 "__int_as_float(0x7fc00000)".into()
             } else if c.is_infinite() {
-                if c > 0.0 { "__int_as_float(0x7f800000)" } else { "__int_as_float(0xff800000)" }.into()
+                if c > 0.0 {
+                    "__int_as_float(0x7f800000)"
+                } else {
+                    "__int_as_float(0xff800000)"
+                }
+                .into()
             } else {
                 format!("{c:e}f")
             }
@@ -94,7 +99,14 @@ pub fn emit(
     bwd: Option<&KernelSpec>,
 ) -> String {
     let mut s = String::from(PRELUDE);
-    let name = format!("post_{}_{hash:016x}", if kind == RegionKind::Token { "token" } else { "seq" });
+    let name = format!(
+        "post_{}_{hash:016x}",
+        if kind == RegionKind::Token {
+            "token"
+        } else {
+            "seq"
+        }
+    );
     match kind {
         RegionKind::Token => {
             let root = fwd.reduce.unwrap_or(0);

@@ -34,7 +34,7 @@ pub enum Fn2 {
     Div,
     Min,
     Max,
-    /// `exp(b * log(a))` (small integer exponents are expanded into products when built).
+    /// `exp(b * log(a))` (constant integer exponents are expanded into products when built).
     Pow,
     Gt,
     Ge,
@@ -211,14 +211,22 @@ impl Dag {
                 }
             }
             Fn2::Pow => {
+                // Integer exponents by repeated squaring: exact for negative bases, like powf.
                 if let Some(e) = self.const_value(b)
                     && e.fract() == 0.0
-                    && e.abs() <= 4.0
+                    && e.abs() <= 1024.0
                 {
-                    let n = e.abs() as u32;
+                    let mut n = e.abs() as u32;
                     let mut acc = self.constant(1.0);
-                    for _ in 0..n {
-                        acc = self.bin(Fn2::Mul, acc, a);
+                    let mut base = a;
+                    while n > 0 {
+                        if n & 1 == 1 {
+                            acc = self.bin(Fn2::Mul, acc, base);
+                        }
+                        n >>= 1;
+                        if n > 0 {
+                            base = self.bin(Fn2::Mul, base, base);
+                        }
                     }
                     return if e < 0.0 {
                         let one = self.constant(1.0);
@@ -231,7 +239,11 @@ impl Dag {
             Fn2::Min | Fn2::Max if a == b => return a,
             _ => {}
         }
-        let (a, b) = if f.commutative() && b < a { (b, a) } else { (a, b) };
+        let (a, b) = if f.commutative() && b < a {
+            (b, a)
+        } else {
+            (a, b)
+        };
         self.intern(Node::Bin(f, a, b))
     }
 
@@ -347,7 +359,11 @@ impl Dag {
                 let sum = self.bin(Fn2::Add, da, db);
                 let mean = self.bin(Fn2::Mul, half, sum);
                 // Min takes `a` where a < b, Max where a > b.
-                let (a_wins, b_wins) = if f == Fn2::Min { (Fn2::Lt, Fn2::Gt) } else { (Fn2::Gt, Fn2::Lt) };
+                let (a_wins, b_wins) = if f == Fn2::Min {
+                    (Fn2::Lt, Fn2::Gt)
+                } else {
+                    (Fn2::Gt, Fn2::Lt)
+                };
                 let pick_a = self.bin(a_wins, a, b);
                 let pick_b = self.bin(b_wins, a, b);
                 let inner = self.select(pick_b, db, mean);
@@ -516,7 +532,8 @@ mod tests {
         assert_eq!(d.bin(Fn2::Add, zero, x), x);
         let two = d.constant(2.0);
         let three = d.constant(3.0);
-        assert_eq!(d.const_value(d.bin(Fn2::Mul, two, three)), Some(6.0));
+        let six = d.bin(Fn2::Mul, two, three);
+        assert_eq!(d.const_value(six), Some(6.0));
         let nx = d.neg(x);
         assert_eq!(d.neg(nx), x);
         let y = d.col(1);
@@ -530,9 +547,11 @@ mod tests {
         let x = d.col(0);
         let e = d.un(Fn1::Exp, x);
         assert_eq!(d.derivative(e, 0), e);
-        assert_eq!(d.const_value(d.derivative(e, 1)), Some(0.0));
+        let de = d.derivative(e, 1);
+        assert_eq!(d.const_value(de), Some(0.0));
         let s = d.stop(x);
         let r = d.bin(Fn2::Sub, x, s);
-        assert_eq!(d.const_value(d.derivative(r, 0)), Some(1.0));
+        let dr = d.derivative(r, 0);
+        assert_eq!(d.const_value(dr), Some(1.0));
     }
 }

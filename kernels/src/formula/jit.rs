@@ -40,7 +40,8 @@ impl KernelSpec {
     }
 }
 
-pub type KernelFn = unsafe extern "C" fn(i64, *const *const f32, *const f32, *const *mut f32) -> f32;
+pub type KernelFn =
+    unsafe extern "C" fn(i64, *const *const f32, *const f32, *const *mut f32) -> f32;
 
 /// A compiled kernel and the module that owns its machine code.
 pub struct JitKernel {
@@ -64,8 +65,14 @@ impl JitKernel {
     /// Every `cols[k]` must be valid for `n` f32 reads, `uni` for `n_uni` reads, and every
     /// `outs[k]` for `n` f32 writes, where `n_cols`, `n_uni` and the output count are those of the
     /// [`KernelSpec`] this kernel was compiled from.
-    pub unsafe fn call(&self, n: usize, cols: &[*const f32], uni: &[f32], outs: &[*mut f32]) -> f32 {
-        debug_assert!(n % 4 == 0);
+    pub unsafe fn call(
+        &self,
+        n: usize,
+        cols: &[*const f32],
+        uni: &[f32],
+        outs: &[*mut f32],
+    ) -> f32 {
+        debug_assert!(n.is_multiple_of(4));
         // SAFETY: forwarded to the caller's contract above; the ABI matches `KernelFn`.
         unsafe { (self.func)(n as i64, cols.as_ptr(), uni.as_ptr(), outs.as_ptr()) }
     }
@@ -211,9 +218,7 @@ impl Gen<'_, '_> {
 
         self.b.switch_to_block(exit);
         let acc = self.b.use_var(acc_var);
-        let l: Vec<Value> = (0..4u8)
-            .map(|k| self.b.ins().extractlane(acc, k))
-            .collect();
+        let l: Vec<Value> = (0..4u8).map(|k| self.b.ins().extractlane(acc, k)).collect();
         let s01 = self.b.ins().fadd(l[0], l[1]);
         let s23 = self.b.ins().fadd(l[2], l[3]);
         let s = self.b.ins().fadd(s01, s23);
@@ -378,7 +383,7 @@ impl Gen<'_, '_> {
                 8.333_452e-3,
                 4.166_579_6e-2,
                 1.666_666_5e-1,
-                5.000_000_1e-1,
+                5e-1,
             ],
         );
         let pr = self.b.ins().fmul(p, r);
@@ -491,10 +496,10 @@ impl Gen<'_, '_> {
             z,
             &[
                 -5.704_988_7e-3,
-                2.063_908_9e-2,
+                2.063_909e-2,
                 -5.373_971_6e-2,
                 1.333_144_2e-1,
-                -3.333_328_2e-1,
+                -3.333_328e-1,
             ],
         );
         let p = self.b.ins().fmul(p, z);
@@ -514,5 +519,84 @@ impl Gen<'_, '_> {
         let lim = self.splat(0.625);
         let is_small = self.mask(FloatCC::LessThan, ax, lim);
         self.pick(is_small, small, big)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f(col0)` element-wise through a compiled kernel.
+    fn run(f: Fn1, xs: &[f32]) -> Vec<f32> {
+        let mut dag = Dag::default();
+        let x = dag.col(0);
+        let y = dag.un(f, x);
+        let spec = KernelSpec {
+            n_cols: 1,
+            n_uni: 0,
+            outputs: vec![y],
+            reduce: None,
+        };
+        let k = compile(&dag, &spec, "t").unwrap();
+        let mut padded = xs.to_vec();
+        padded.resize(xs.len().div_ceil(4) * 4, 1.0);
+        let mut out = vec![0.0f32; padded.len()];
+        // SAFETY: one column and one output of `padded.len()` values, a multiple of 4.
+        unsafe { k.call(padded.len(), &[padded.as_ptr()], &[], &[out.as_mut_ptr()]) };
+        out.truncate(xs.len());
+        out
+    }
+
+    fn check(f: Fn1, xs: &[f32], want: impl Fn(f64) -> f64, tol: f64) {
+        let got = run(f, xs);
+        for (&x, &g) in xs.iter().zip(&got) {
+            let w = want(x as f64);
+            if w.is_nan() {
+                assert!(g.is_nan(), "{f:?}({x}) = {g}, want NaN");
+            } else if w.is_infinite() {
+                assert_eq!(g as f64, w, "{f:?}({x})");
+            } else {
+                let err = (g as f64 - w).abs() / w.abs().max(1e-30);
+                // Relative error, or absolute below the smallest normal float.
+                assert!(
+                    err < tol || (g as f64 - w).abs() < 1e-37,
+                    "{f:?}({x}) = {g}, want {w} (rel {err:e})"
+                );
+            }
+        }
+    }
+
+    fn grid(lo: f32, hi: f32, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| lo + (hi - lo) * i as f32 / (n - 1) as f32)
+            .collect()
+    }
+
+    #[test]
+    fn polynomial_exp_and_log_are_accurate() {
+        check(Fn1::Exp, &grid(-87.0, 88.0, 10_001), f64::exp, 5e-7);
+        let mut xs: Vec<f32> = grid(1e-6, 1e4, 10_001);
+        xs.extend([1e-40, 1e-30, 1.0, f32::MIN_POSITIVE, 3e38]);
+        check(Fn1::Log, &xs, f64::ln, 5e-7);
+        check(
+            Fn1::Log,
+            &[0.0, -1.0, f32::INFINITY, f32::NAN],
+            f64::ln,
+            0.0,
+        );
+        check(Fn1::Exp, &[f32::NAN], f64::exp, 0.0);
+    }
+
+    #[test]
+    fn derived_functions_are_accurate() {
+        let xs = grid(-30.0, 30.0, 6_001);
+        check(Fn1::Sigmoid, &xs, |x| 1.0 / (1.0 + (-x).exp()), 2e-6);
+        check(Fn1::LogSigmoid, &xs, |x| -(-x).exp().ln_1p(), 2e-6);
+        check(Fn1::Tanh, &grid(-9.0, 9.0, 6_001), f64::tanh, 2e-6);
+        check(Fn1::Log1p, &grid(-0.999, 50.0, 6_001), f64::ln_1p, 2e-6);
+        check(Fn1::Log1p, &[1e-10, -1e-8, 0.0], f64::ln_1p, 2e-6);
+        check(Fn1::Sqrt, &grid(0.0, 100.0, 1_001), f64::sqrt, 2e-7);
+        check(Fn1::Relu, &[-1.0, 0.0, 2.5], |x| x.max(0.0), 0.0);
+        check(Fn1::Abs, &[-1.5, 0.0, 2.5], f64::abs, 0.0);
     }
 }

@@ -109,7 +109,11 @@ fn first_slot(e: &Expr) -> Option<String> {
     e.slots().into_iter().next()
 }
 
-fn plan(e: &Expr, fuse: bool, regions: &mut Vec<Arc<CompiledRegion>>) -> std::result::Result<Plan, FormulaError> {
+fn plan(
+    e: &Expr,
+    fuse: bool,
+    regions: &mut Vec<(Arc<CompiledRegion>, String)>,
+) -> std::result::Result<Plan, FormulaError> {
     let mut sub = |x: &Expr| plan(x, fuse, regions).map(Box::new);
     Ok(match e {
         Expr::Const { value } => Plan::Const(*value),
@@ -126,12 +130,14 @@ fn plan(e: &Expr, fuse: bool, regions: &mut Vec<Arc<CompiledRegion>>) -> std::re
         Expr::Reduce { f, arg } => {
             let (input_axis, _) = f.signature();
             if input_axis == Axis::Token {
-                let slot = region::token_slot(arg)
-                    .ok_or_else(|| FormulaError::Axis(format!("{f:?} of a value with no token input")))?;
+                let slot = region::token_slot(arg).ok_or_else(|| {
+                    FormulaError::Axis(format!("{f:?} of a value with no token input"))
+                })?;
                 if fuse && let Ok(draft) = region::lower(arg, RegionKind::Token, Some(&slot)) {
                     let leaves = plan_leaves(&draft.leaves, fuse, regions)?;
+                    let legend = legend(&draft.leaves);
                     let r = region::compile_region(draft).map_err(FormulaError::Jit)?;
-                    regions.push(r.clone());
+                    regions.push((r.clone(), legend));
                     return Ok(Plan::Token {
                         f: *f,
                         slot,
@@ -149,8 +155,9 @@ fn plan(e: &Expr, fuse: bool, regions: &mut Vec<Arc<CompiledRegion>>) -> std::re
                     match region::lower(arg, RegionKind::Seq, None) {
                         Ok(draft) => {
                             let leaves = plan_leaves(&draft.leaves, fuse, regions)?;
+                            let legend = legend(&draft.leaves);
                             let r = region::compile_region(draft).map_err(FormulaError::Jit)?;
-                            regions.push(r.clone());
+                            regions.push((r.clone(), legend));
                             Plan::Seq { region: r, leaves }
                         }
                         Err(_) => plan(arg, fuse, regions)?,
@@ -168,10 +175,37 @@ fn plan(e: &Expr, fuse: bool, regions: &mut Vec<Arc<CompiledRegion>>) -> std::re
     })
 }
 
+/// Names the columns and uniforms of a region for `--emit kernels`.
+fn legend(leaves: &[Leaf]) -> String {
+    let mut s = String::new();
+    for l in leaves {
+        let what = match &l.source {
+            LeafSource::Input(q, slot) => format!("{}[{slot}]", q.name()),
+            LeafSource::Hyper(h) => format!("hyperparameter {h}"),
+            LeafSource::Sub(Expr::Reduce { f, .. }) => {
+                format!("{f:?} (a reduction computed outside)")
+            }
+            LeafSource::Sub(_) => "a value computed outside".to_string(),
+        };
+        let slot = match (l.col, l.uni) {
+            (Some(c), _) => format!("col{c}"),
+            (_, Some(u)) => format!("uni{u}"),
+            _ => continue,
+        };
+        let grad = if l.differentiable {
+            ", differentiated"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "//   {slot} = {what} ({} level{grad})", l.axis);
+    }
+    s
+}
+
 fn plan_leaves(
     leaves: &[Leaf],
     fuse: bool,
-    regions: &mut Vec<Arc<CompiledRegion>>,
+    regions: &mut Vec<(Arc<CompiledRegion>, String)>,
 ) -> std::result::Result<Vec<(Leaf, Plan)>, FormulaError> {
     leaves
         .iter()
@@ -191,7 +225,8 @@ fn plan_leaves(
 pub struct FusedLoss {
     loss: Expr,
     plan: Plan,
-    regions: Vec<Arc<CompiledRegion>>,
+    /// Each compiled region with the legend of its leaves.
+    regions: Vec<(Arc<CompiledRegion>, String)>,
 }
 
 fn check_scalar(loss: &Expr) -> std::result::Result<(), FormulaError> {
@@ -216,7 +251,11 @@ impl FusedLoss {
     }
 
     /// The scalar loss, differentiable with respect to every slot's `logp`.
-    pub fn evaluate(&self, slots: &BTreeMap<String, SlotInputs>, hypers: &BTreeMap<String, f64>) -> Result<Tensor> {
+    pub fn evaluate(
+        &self,
+        slots: &BTreeMap<String, SlotInputs>,
+        hypers: &BTreeMap<String, f64>,
+    ) -> Result<Tensor> {
         let ctx = Ctx { slots, hypers };
         if !device(&ctx).is_cpu() {
             return evaluate_unfused(&self.loss, slots, hypers);
@@ -232,11 +271,21 @@ impl FusedLoss {
     /// Readable text of every region: simplified forward/backward formulas, Cranelift IR, CUDA C.
     pub fn describe(&self) -> String {
         let mut s = String::new();
-        for r in &self.regions {
-            let _ = writeln!(s, "// region {:016x} ({:?}, {} columns, {} uniforms)", r.hash, r.kind, r.n_cols, r.n_uni);
+        for (r, legend) in &self.regions {
+            let _ = writeln!(
+                s,
+                "// region {:016x} ({:?}, {} columns, {} uniforms)",
+                r.hash, r.kind, r.n_cols, r.n_uni
+            );
+            s.push_str(legend);
             let _ = writeln!(s, "// forward:\n{}", comment(&r.fwd_listing));
             if r.bwd.is_some() {
-                let _ = writeln!(s, "// backward (d/d columns {:?}):\n{}", r.diff_cols, comment(&r.bwd_listing));
+                let _ = writeln!(
+                    s,
+                    "// backward (d/d columns {:?}):\n{}",
+                    r.diff_cols,
+                    comment(&r.bwd_listing)
+                );
             }
             let _ = writeln!(s, "// ---- Cranelift IR (forward)\n{}", comment(&r.fwd.ir));
             if let Some(b) = &r.bwd {
@@ -254,19 +303,34 @@ fn comment(text: &str) -> String {
 
 /// The loss evaluated with plain candle ops only (no fusion): the reference for parity tests and
 /// the "unfused" side of the benchmark.
-pub fn evaluate_unfused(loss: &Expr, slots: &BTreeMap<String, SlotInputs>, hypers: &BTreeMap<String, f64>) -> Result<Tensor> {
+pub fn evaluate_unfused(
+    loss: &Expr,
+    slots: &BTreeMap<String, SlotInputs>,
+    hypers: &BTreeMap<String, f64>,
+) -> Result<Tensor> {
     check_scalar(loss).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let p = plan(loss, false, &mut Vec::new()).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let p =
+        plan(loss, false, &mut Vec::new()).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     eval(&p, &Ctx { slots, hypers })?.t.reshape(())
 }
 
 /// The generated CUDA C and readable Cranelift IR of every objective in `graph`
 /// (`post compile --emit kernels`).
 pub fn emit_kernels(graph: &Graph) -> String {
-    let mut s = format!("// post-kernels: fused objectives of experiment `{}`\n// {}\n", graph.experiment, crate::backend_note());
+    let mut s = format!(
+        "// post-kernels: fused objectives of experiment `{}`\n// {}\n",
+        graph.experiment,
+        crate::backend_note()
+    );
     for stage in &graph.stages {
-        let StageKind::Train(t) = &stage.kind else { continue };
-        let _ = writeln!(s, "\n// ===== stage `{}`: objective `{}`", stage.name, t.objective.name);
+        let StageKind::Train(t) = &stage.kind else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "\n// ===== stage `{}`: objective `{}`",
+            stage.name, t.objective.name
+        );
         match FusedLoss::new(&t.objective.loss) {
             Ok(f) => {
                 let _ = writeln!(s, "// {} fused region(s)", f.fused_regions());
@@ -305,24 +369,70 @@ impl Ctx<'_> {
 
 fn token_tensor(s: &SlotInputs, t: &Tensor, what: &str, slot: &str) -> Result<Tensor> {
     if t.dims() != s.mask.dims() || t.rank() != 2 {
-        bail!("slot `{slot}`: {what} has shape {:?}, expected the mask's {:?} ([sequences, tokens])", t.dims(), s.mask.dims())
+        bail!(
+            "slot `{slot}`: {what} has shape {:?}, expected the mask's {:?} ([sequences, tokens])",
+            t.dims(),
+            s.mask.dims()
+        )
     }
     t.to_dtype(DType::F32)
 }
 
-fn input(ctx: &Ctx, q: Quantity, slot: &str) -> Result<Val> {
+/// An input quantity. With `clean`, log-probabilities read as 0 where the mask is 0; fused token
+/// regions skip that pass because their kernels apply the same select to each element.
+fn input(ctx: &Ctx, q: Quantity, slot: &str, clean_padding: bool) -> Result<Val> {
     let s = ctx.slot(slot)?;
-    let missing = |what: &str| candle_core::Error::Msg(format!("the formula reads `{what}` of slot `{slot}`, which was not provided"));
+    let missing = |what: &str| {
+        candle_core::Error::Msg(format!(
+            "the formula reads `{what}` of slot `{slot}`, which was not provided"
+        ))
+    };
     let b = s.mask.dim(0)?;
+    // Log-probabilities read as 0 where the mask is 0 (padding may hold NaN or -inf).
+    let clean = |t: Tensor| -> Result<Tensor> {
+        if !clean_padding {
+            return Ok(t);
+        }
+        let keep = s.mask.to_dtype(DType::F32)?.detach().gt(0.0)?;
+        keep.where_cond(&t, &t.zeros_like()?)
+    };
     let (t, axis) = match q {
-        Quantity::Logp => (token_tensor(s, &s.logp, "logp", slot)?, Axis::Token),
-        Quantity::RefLogp => (token_tensor(s, s.ref_logp.as_ref().ok_or_else(|| missing("ref_logp"))?, "ref_logp", slot)?.detach(), Axis::Token),
-        Quantity::OldLogp => (token_tensor(s, s.old_logp.as_ref().ok_or_else(|| missing("old_logp"))?, "old_logp", slot)?.detach(), Axis::Token),
-        Quantity::Mask => (token_tensor(s, &s.mask, "mask", slot)?.detach(), Axis::Token),
+        Quantity::Logp => (clean(token_tensor(s, &s.logp, "logp", slot)?)?, Axis::Token),
+        Quantity::RefLogp => (
+            clean(
+                token_tensor(
+                    s,
+                    s.ref_logp.as_ref().ok_or_else(|| missing("ref_logp"))?,
+                    "ref_logp",
+                    slot,
+                )?
+                .detach(),
+            )?,
+            Axis::Token,
+        ),
+        Quantity::OldLogp => (
+            clean(
+                token_tensor(
+                    s,
+                    s.old_logp.as_ref().ok_or_else(|| missing("old_logp"))?,
+                    "old_logp",
+                    slot,
+                )?
+                .detach(),
+            )?,
+            Axis::Token,
+        ),
+        Quantity::Mask => (
+            token_tensor(s, &s.mask, "mask", slot)?.detach(),
+            Axis::Token,
+        ),
         Quantity::Reward => {
             let r = s.reward.as_ref().ok_or_else(|| missing("reward"))?;
             if r.dims() != [b] {
-                bail!("slot `{slot}`: reward has shape {:?}, expected [{b}]", r.dims())
+                bail!(
+                    "slot `{slot}`: reward has shape {:?}, expected [{b}]",
+                    r.dims()
+                )
             }
             (r.to_dtype(DType::F32)?.detach(), Axis::Seq)
         }
@@ -347,7 +457,11 @@ fn common(vals: &[&Val]) -> Result<(Vec<Tensor>, Axis)> {
     let out = vals
         .iter()
         .map(|v| {
-            let t = if v.axis == Axis::Seq && axis == Axis::Token { v.t.unsqueeze(1)? } else { v.t.clone() };
+            let t = if v.axis == Axis::Seq && axis == Axis::Token {
+                v.t.unsqueeze(1)?
+            } else {
+                v.t.clone()
+            };
             t.broadcast_as(target.as_slice())
         })
         .collect::<Result<Vec<_>>>()?;
@@ -384,10 +498,9 @@ fn binary(f: BinaryOp, a: &Tensor, b: &Tensor, rhs_const: Option<f64>) -> Result
             Some(c) => a.powf(c),
             None => (b * a.log()?)?.exp(),
         },
-        // where_cond so that exactly one side gets the gradient (candle's `minimum` gives it to
-        // both at a tie).
-        BinaryOp::Min => a.le(b)?.where_cond(a, b),
-        BinaryOp::Max => a.ge(b)?.where_cond(a, b),
+        // candle splits the gradient evenly at a tie, as the fused kernels do.
+        BinaryOp::Min => a.minimum(b),
+        BinaryOp::Max => a.maximum(b),
         BinaryOp::Gt => flag(a.gt(b)?),
         BinaryOp::Ge => flag(a.ge(b)?),
         BinaryOp::Lt => flag(a.lt(b)?),
@@ -396,7 +509,7 @@ fn binary(f: BinaryOp, a: &Tensor, b: &Tensor, rhs_const: Option<f64>) -> Result
 }
 
 fn group_shape(n: usize, group: usize) -> Result<(usize, usize)> {
-    if group == 0 || n % group != 0 {
+    if group == 0 || !n.is_multiple_of(group) {
         bail!("{n} sequences do not split into groups of {group}")
     }
     Ok((n / group, group))
@@ -421,14 +534,20 @@ fn group_reduce(x: &Tensor, group: usize, std: bool) -> Result<Tensor> {
         .reshape(n)
 }
 
+/// A token count to divide by: counts of 0 become 1, so an empty mean is 0, not NaN.
+fn safe_count(count: &Tensor) -> Result<Tensor> {
+    count.gt(0.0)?.where_cond(count, &count.ones_like()?)
+}
+
 fn token_reduce(f: Reduce, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let m = mask.to_dtype(DType::F32)?.detach();
-    let xm = (x * &m)?;
+    // `mask > 0 ? x * mask : 0`: NaN or inf in padding never reaches the sum.
+    let xm = m.gt(0.0)?.where_cond(&(x * &m)?, &x.zeros_like()?)?;
     match f {
         Reduce::SumTokens => xm.sum(1),
-        Reduce::MeanTokens => xm.sum(1)? / m.sum(1)?.maximum(1.0)?,
+        Reduce::MeanTokens => xm.sum(1)? / safe_count(&m.sum(1)?)?,
         Reduce::SumAllTokens => xm.sum_all(),
-        Reduce::MeanAllTokens => xm.sum_all()? / m.sum_all()?.maximum(1.0)?,
+        Reduce::MeanAllTokens => xm.sum_all()? / safe_count(&m.sum_all()?)?,
         _ => bail!("{f:?} is not a token reduction"),
     }
 }
@@ -438,24 +557,35 @@ fn finish_token(f: Reduce, sums: Tensor, mask: &Tensor) -> Result<Tensor> {
     let m = mask.to_dtype(DType::F32)?.detach();
     match f {
         Reduce::SumTokens => Ok(sums),
-        Reduce::MeanTokens => sums / m.sum(1)?.maximum(1.0)?,
+        Reduce::MeanTokens => sums / safe_count(&m.sum(1)?)?,
         Reduce::SumAllTokens => sums.sum_all(),
-        Reduce::MeanAllTokens => sums.sum_all()? / m.sum_all()?.maximum(1.0)?,
+        Reduce::MeanAllTokens => sums.sum_all()? / safe_count(&m.sum_all()?)?,
         _ => bail!("{f:?} is not a token reduction"),
     }
 }
 
 fn eval(p: &Plan, ctx: &Ctx) -> Result<Val> {
     Ok(match p {
-        Plan::Const(v) => Val { t: Tensor::new(*v as f32, &device(ctx))?, axis: Axis::Scalar },
+        Plan::Const(v) => Val {
+            t: Tensor::new(*v as f32, &device(ctx))?,
+            axis: Axis::Scalar,
+        },
         Plan::Hyper(h) => {
-            let Some(v) = ctx.hypers.get(h) else { bail!("hyperparameter `{h}` has no value") };
-            Val { t: Tensor::new(*v as f32, &device(ctx))?, axis: Axis::Scalar }
+            let Some(v) = ctx.hypers.get(h) else {
+                bail!("hyperparameter `{h}` has no value")
+            };
+            Val {
+                t: Tensor::new(*v as f32, &device(ctx))?,
+                axis: Axis::Scalar,
+            }
         }
-        Plan::Input(q, s) => input(ctx, *q, s)?,
+        Plan::Input(q, s) => input(ctx, *q, s, true)?,
         Plan::Unary(f, a) => {
             let a = eval(a, ctx)?;
-            Val { t: unary(*f, &a.t)?, axis: a.axis }
+            Val {
+                t: unary(*f, &a.t)?,
+                axis: a.axis,
+            }
         }
         Plan::Binary(f, a, b) => {
             let rhs_const = match **b {
@@ -464,22 +594,34 @@ fn eval(p: &Plan, ctx: &Ctx) -> Result<Val> {
             };
             let (a, b) = (eval(a, ctx)?, eval(b, ctx)?);
             let (ts, axis) = common(&[&a, &b])?;
-            Val { t: binary(*f, &ts[0], &ts[1], rhs_const)?, axis }
+            Val {
+                t: binary(*f, &ts[0], &ts[1], rhs_const)?,
+                axis,
+            }
         }
         Plan::Where(c, a, b) => {
             let (c, a, b) = (eval(c, ctx)?, eval(a, ctx)?, eval(b, ctx)?);
             let (ts, axis) = common(&[&c, &a, &b])?;
-            Val { t: ts[0].gt(0.0)?.where_cond(&ts[1], &ts[2])?, axis }
+            Val {
+                t: ts[0].gt(0.0)?.where_cond(&ts[1], &ts[2])?,
+                axis,
+            }
         }
         Plan::Detach(a) => {
             let a = eval(a, ctx)?;
-            Val { t: a.t.detach(), axis: a.axis }
+            Val {
+                t: a.t.detach(),
+                axis: a.axis,
+            }
         }
         Plan::Reduce { f, arg, slot } => {
             let a = eval(arg, ctx)?;
             let (want, produced) = f.signature();
             if a.axis != want {
-                bail!("{f:?} expects a {want}-level value, found a {}-level one", a.axis)
+                bail!(
+                    "{f:?} expects a {want}-level value, found a {}-level one",
+                    a.axis
+                )
             }
             let group = |s: &Option<String>| -> Result<usize> {
                 match s {
@@ -488,8 +630,13 @@ fn eval(p: &Plan, ctx: &Ctx) -> Result<Val> {
                 }
             };
             let t = match f {
-                Reduce::SumTokens | Reduce::MeanTokens | Reduce::SumAllTokens | Reduce::MeanAllTokens => {
-                    let Some(s) = slot else { bail!("{f:?} without a token slot") };
+                Reduce::SumTokens
+                | Reduce::MeanTokens
+                | Reduce::SumAllTokens
+                | Reduce::MeanAllTokens => {
+                    let Some(s) = slot else {
+                        bail!("{f:?} without a token slot")
+                    };
                     token_reduce(*f, &a.t, &ctx.slot(s)?.mask)?
                 }
                 Reduce::GroupMean => group_reduce(&a.t, group(slot)?, false)?,
@@ -501,21 +648,41 @@ fn eval(p: &Plan, ctx: &Ctx) -> Result<Val> {
             };
             Val { t, axis: produced }
         }
-        Plan::Token { f, slot, region, leaves } => {
+        Plan::Token {
+            f,
+            slot,
+            region,
+            leaves,
+        } => {
             let mask = &ctx.slot(slot)?.mask;
             let (rows, n) = mask.dims2()?;
             let (cols, uni, diff) = bind(region, leaves, ctx, rows)?;
-            let op = RegionOp { region: region.clone(), cols, uni, rows, n };
+            let op = RegionOp {
+                region: region.clone(),
+                cols,
+                uni,
+                rows,
+                n,
+            };
             let sums = match diff {
                 Some(arg) if region.bwd.is_some() => arg.apply_op1(op)?,
                 _ => op.cols[0].clone().apply_op1_no_bwd(&op)?,
             };
-            Val { t: finish_token(*f, sums, mask)?, axis: f.signature().1 }
+            Val {
+                t: finish_token(*f, sums, mask)?,
+                axis: f.signature().1,
+            }
         }
         Plan::Seq { region, leaves } => {
             let (cols, uni, diff) = bind(region, leaves, ctx, 1)?;
             let n = cols[0].dim(0)?;
-            let op = RegionOp { region: region.clone(), cols, uni, rows: 1, n };
+            let op = RegionOp {
+                region: region.clone(),
+                cols,
+                uni,
+                rows: 1,
+                n,
+            };
             let t = match diff {
                 Some(arg) if region.bwd.is_some() => arg.apply_op1(op)?,
                 _ => op.cols[0].clone().apply_op1_no_bwd(&op)?,
@@ -547,7 +714,12 @@ fn bind(
     let mut live: Vec<Option<Tensor>> = vec![None; region.n_cols as usize];
     let mut uni = vec![0.0f32; rows * nu];
     for (leaf, p) in leaves {
-        let v = eval(p, ctx)?;
+        let v = match p {
+            Plan::Input(q, s) if region.kind == RegionKind::Token && leaf.col.is_some() => {
+                input(ctx, *q, s, false)?
+            }
+            _ => eval(p, ctx)?,
+        };
         if let Some(c) = leaf.col {
             let t = v.t.to_dtype(DType::F32)?;
             cols[c as usize] = Some(t.detach().contiguous()?);
@@ -564,7 +736,10 @@ fn bind(
                 _ => {
                     let xs = v.t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
                     if xs.len() != rows {
-                        bail!("a sequence-level value has {} entries for {rows} sequences", xs.len())
+                        bail!(
+                            "a sequence-level value has {} entries for {rows} sequences",
+                            xs.len()
+                        )
                     }
                     for (r, x) in xs.into_iter().enumerate() {
                         uni[r * nu + u] = x;
@@ -575,11 +750,17 @@ fn bind(
     }
     let cols: Vec<Tensor> = cols
         .into_iter()
-        .map(|c| c.ok_or_else(|| candle_core::Error::Msg("a fused region column has no value".into())))
+        .map(|c| {
+            c.ok_or_else(|| candle_core::Error::Msg("a fused region column has no value".into()))
+        })
         .collect::<Result<_>>()?;
     let shape = cols[0].dims().to_vec();
     if let Some(bad) = cols.iter().find(|c| c.dims() != shape.as_slice()) {
-        bail!("fused region columns disagree in shape: {:?} vs {:?}", bad.dims(), shape)
+        bail!(
+            "fused region columns disagree in shape: {:?} vs {:?}",
+            bad.dims(),
+            shape
+        )
     }
     let diff: Vec<Tensor> = region
         .diff_cols
@@ -610,10 +791,21 @@ struct RegionOp {
 ///
 /// # Safety
 /// `cols[k]` valid for `n` reads, `outs[k]` for `n` writes, counts matching the kernel's spec.
-unsafe fn run_row(k: &JitKernel, n: usize, cols: &[*const f32], uni: &[f32], outs: &[*mut f32], zero_pad_col: Option<usize>) -> f32 {
+unsafe fn run_row(
+    k: &JitKernel,
+    n: usize,
+    cols: &[*const f32],
+    uni: &[f32],
+    outs: &[*mut f32],
+    zero_pad_col: Option<usize>,
+) -> f32 {
     let main = n / 4 * 4;
     // SAFETY: the caller's contract covers `main <= n` elements.
-    let mut s = if main > 0 { unsafe { k.call(main, cols, uni, outs) } } else { 0.0 };
+    let mut s = if main > 0 {
+        unsafe { k.call(main, cols, uni, outs) }
+    } else {
+        0.0
+    };
     let tail = n - main;
     if tail > 0 {
         let mut cb = vec![[0.0f32; 4]; cols.len()];
@@ -622,7 +814,11 @@ unsafe fn run_row(k: &JitKernel, n: usize, cols: &[*const f32], uni: &[f32], out
                 let src = main + l.min(tail - 1);
                 // SAFETY: `src < n`, within the column.
                 let v = unsafe { *p.add(src) };
-                *slot = if Some(j) == zero_pad_col && l >= tail { 0.0 } else { v };
+                *slot = if Some(j) == zero_pad_col && l >= tail {
+                    0.0
+                } else {
+                    v
+                };
             }
         }
         let mut ob = vec![[0.0f32; 4]; outs.len()];
@@ -647,7 +843,10 @@ fn with_cpu_slices<R>(ts: &[Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> 
     for (g, l) in &guards {
         match &**g {
             Storage::Cpu(c) => slices.push(f32_data(c, l, "fused region column")?),
-            _ => bail!("fused formula kernels run on CPU tensors only in this build ({})", crate::backend_note()),
+            _ => bail!(
+                "fused formula kernels run on CPU tensors only in this build ({})",
+                crate::backend_note()
+            ),
         }
     }
     f(&slices)
@@ -655,8 +854,8 @@ fn with_cpu_slices<R>(ts: &[Tensor], f: impl FnOnce(&[&[f32]]) -> Result<R>) -> 
 
 impl RegionOp {
     fn token_mask_col(&self) -> Option<usize> {
-        // The mask is the last column a token region adds (see `region::lower`).
-        (self.region.kind == RegionKind::Token).then(|| self.region.n_cols as usize - 1)
+        // The mask is a token region's first column (see `region::lower`).
+        (self.region.kind == RegionKind::Token).then_some(0)
     }
 
     fn forward(&self) -> Result<Vec<f32>> {
@@ -667,21 +866,45 @@ impl RegionOp {
             match self.region.kind {
                 RegionKind::Token => {
                     let mut out = vec![0.0f32; self.rows];
-                    par_rows(&mut out, 1, threads_above(self.rows * n, FORMULA_PAR_ELEMS), |r0, o| {
-                        for (k, v) in o.iter_mut().enumerate() {
-                            let r = r0 + k;
-                            let ptrs: Vec<*const f32> = cols.iter().map(|c| c[r * n..].as_ptr()).collect();
-                            // SAFETY: each column holds `rows * n` values, so row `r` has `n`.
-                            *v = unsafe { run_row(&self.region.fwd, n, &ptrs, &self.uni[r * nu..(r + 1) * nu], &[], mask_col) };
-                        }
-                    });
+                    par_rows(
+                        &mut out,
+                        1,
+                        threads_above(self.rows * n, FORMULA_PAR_ELEMS),
+                        |r0, o| {
+                            for (k, v) in o.iter_mut().enumerate() {
+                                let r = r0 + k;
+                                let ptrs: Vec<*const f32> =
+                                    cols.iter().map(|c| c[r * n..].as_ptr()).collect();
+                                // SAFETY: each column holds `rows * n` values, so row `r` has `n`.
+                                *v = unsafe {
+                                    run_row(
+                                        &self.region.fwd,
+                                        n,
+                                        &ptrs,
+                                        &self.uni[r * nu..(r + 1) * nu],
+                                        &[],
+                                        mask_col,
+                                    )
+                                };
+                            }
+                        },
+                    );
                     Ok(out)
                 }
                 RegionKind::Seq => {
                     let mut out = vec![0.0f32; n];
                     let ptrs: Vec<*const f32> = cols.iter().map(|c| c.as_ptr()).collect();
                     // SAFETY: every column and the output hold `n` values.
-                    unsafe { run_row(&self.region.fwd, n, &ptrs, &self.uni, &[out.as_mut_ptr()], None) };
+                    unsafe {
+                        run_row(
+                            &self.region.fwd,
+                            n,
+                            &ptrs,
+                            &self.uni,
+                            &[out.as_mut_ptr()],
+                            None,
+                        )
+                    };
                     Ok(out)
                 }
             }
@@ -702,9 +925,7 @@ impl CustomOp1 for RegionOp {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let g = grad.detach().to_dtype(DType::F32)?.contiguous()?;
-        let op = RegionBwd {
-            fwd: self,
-        };
+        let op = RegionBwd { fwd: self };
         Ok(Some(op.run(&g)?))
     }
 }
@@ -716,7 +937,9 @@ struct RegionBwd<'a> {
 impl RegionBwd<'_> {
     fn run(&self, g: &Tensor) -> Result<Tensor> {
         let f = self.fwd;
-        let Some(kernel) = &f.region.bwd else { bail!("fused region has no backward kernel") };
+        let Some(kernel) = &f.region.bwd else {
+            bail!("fused region has no backward kernel")
+        };
         let gv = g.to_vec1::<f32>()?;
         let nu = f.region.n_uni as usize;
         let n = f.n;
@@ -725,24 +948,43 @@ impl RegionBwd<'_> {
         match f.region.kind {
             RegionKind::Token => {
                 if gv.len() != f.rows {
-                    bail!("fused token region: {} gradients for {} sequences", gv.len(), f.rows)
+                    bail!(
+                        "fused token region: {} gradients for {} sequences",
+                        gv.len(),
+                        f.rows
+                    )
                 }
                 let mask_col = f.token_mask_col();
                 let mut out = vec![0.0f32; f.rows * n];
                 with_cpu_slices(&f.cols, |cols| {
                     if n > 0 {
-                        par_rows(&mut out, n, threads_above(f.rows * n, FORMULA_PAR_ELEMS), |r0, o| {
-                            let mut u = vec![0.0f32; nu + 1];
-                            for (k, orow) in o.chunks_mut(n).enumerate() {
-                                let r = r0 + k;
-                                u[..nu].copy_from_slice(&f.uni[r * nu..(r + 1) * nu]);
-                                u[nu] = gv[r];
-                                let ptrs: Vec<*const f32> = cols.iter().map(|c| c[r * n..].as_ptr()).collect();
-                                // SAFETY: row `r` of each column and `orow` hold `n` values; the
-                                // token backward has exactly one output.
-                                unsafe { run_row(kernel, n, &ptrs, &u, &[orow.as_mut_ptr()], mask_col) };
-                            }
-                        });
+                        par_rows(
+                            &mut out,
+                            n,
+                            threads_above(f.rows * n, FORMULA_PAR_ELEMS),
+                            |r0, o| {
+                                let mut u = vec![0.0f32; nu + 1];
+                                for (k, orow) in o.chunks_mut(n).enumerate() {
+                                    let r = r0 + k;
+                                    u[..nu].copy_from_slice(&f.uni[r * nu..(r + 1) * nu]);
+                                    u[nu] = gv[r];
+                                    let ptrs: Vec<*const f32> =
+                                        cols.iter().map(|c| c[r * n..].as_ptr()).collect();
+                                    // SAFETY: row `r` of each column and `orow` hold `n` values; the
+                                    // token backward has exactly one output.
+                                    unsafe {
+                                        run_row(
+                                            kernel,
+                                            n,
+                                            &ptrs,
+                                            &u,
+                                            &[orow.as_mut_ptr()],
+                                            mask_col,
+                                        )
+                                    };
+                                }
+                            },
+                        );
                     }
                     Ok(())
                 })?;
@@ -750,13 +992,17 @@ impl RegionBwd<'_> {
             }
             RegionKind::Seq => {
                 if gv.len() != n {
-                    bail!("fused sequence region: {} gradients for {n} values", gv.len())
+                    bail!(
+                        "fused sequence region: {} gradients for {n} values",
+                        gv.len()
+                    )
                 }
                 let mut out = vec![0.0f32; k_out * n];
                 with_cpu_slices(&f.cols, |cols| {
                     let mut ptrs: Vec<*const f32> = cols.iter().map(|c| c.as_ptr()).collect();
                     ptrs.push(gv.as_ptr());
-                    let outs: Vec<*mut f32> = out.chunks_mut(n.max(1)).map(|c| c.as_mut_ptr()).collect();
+                    let outs: Vec<*mut f32> =
+                        out.chunks_mut(n.max(1)).map(|c| c.as_mut_ptr()).collect();
                     if n > 0 {
                         // SAFETY: every column, the gradient and each output hold `n` values.
                         unsafe { run_row(kernel, n, &ptrs, &f.uni, &outs, None) };

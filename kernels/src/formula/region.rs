@@ -10,8 +10,8 @@
 //!   batch or sequence reduction); forward `y = f`, backward `dcol_k = gy * df/dcol_k` for each
 //!   differentiable column.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -82,16 +82,31 @@ pub fn lower(e: &Expr, kind: RegionKind, slot: Option<&str>) -> Result<RegionDra
         kind,
         n_cols: 0,
         n_uni: 0,
+        mask: None,
     };
-    let f = b.build(e, false);
     let root = match (kind, slot) {
         (RegionKind::Token, Some(s)) => {
-            let m = b.leaf(LeafSource::Input(Quantity::Mask, s.to_string()), Axis::Token, true);
-            b.dag.bin(Fn2::Mul, m, f)
+            // The mask is column 0; log-probabilities read as 0 where it is 0 and the reduction
+            // takes `mask > 0 ? mask * f : 0`, so NaN or -inf left in padding never reaches a
+            // value or a gradient (the same convention as the runtime's objective evaluator).
+            let m = b.leaf(
+                LeafSource::Input(Quantity::Mask, s.to_string()),
+                Axis::Token,
+                true,
+            );
+            b.mask = Some(m);
+            let f = b.build(e, false);
+            let weighted = b.dag.bin(Fn2::Mul, m, f);
+            let zero = b.dag.constant(0.0);
+            b.dag.select(m, weighted, zero)
         }
-        _ => f,
+        _ => b.build(e, false),
     };
-    if let Some(l) = b.leaves.iter().find(|l| l.uni.is_some() && l.differentiable) {
+    if let Some(l) = b
+        .leaves
+        .iter()
+        .find(|l| l.uni.is_some() && l.differentiable)
+    {
         return Err(NotFusable::DifferentiableUniform(format!("{:?}", l.source)));
     }
     Ok(RegionDraft {
@@ -110,6 +125,8 @@ struct Builder {
     kind: RegionKind,
     n_cols: u32,
     n_uni: u32,
+    /// The token mask column of a token region.
+    mask: Option<NodeId>,
 }
 
 impl Builder {
@@ -164,11 +181,20 @@ impl Builder {
             Expr::Hyper { name } => {
                 self.leaf(LeafSource::Hyper(name.clone()), Axis::Scalar, detached)
             }
-            Expr::Input { quantity, slot } => self.leaf(
-                LeafSource::Input(*quantity, slot.clone()),
-                quantity.axis(),
-                detached,
-            ),
+            Expr::Input { quantity, slot } => {
+                let x = self.leaf(
+                    LeafSource::Input(*quantity, slot.clone()),
+                    quantity.axis(),
+                    detached,
+                );
+                match (quantity, self.mask) {
+                    (Quantity::Logp | Quantity::RefLogp | Quantity::OldLogp, Some(m)) => {
+                        let zero = self.dag.constant(0.0);
+                        self.dag.select(m, x, zero)
+                    }
+                    _ => x,
+                }
+            }
             Expr::Reduce { f, .. } => {
                 let axis = f.signature().1;
                 self.leaf(LeafSource::Sub(e.clone()), axis, detached)

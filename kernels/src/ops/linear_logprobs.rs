@@ -37,7 +37,10 @@ pub fn fused_linear_token_logprobs(
         )
     }
     if targets.dtype() != DType::U32 {
-        bail!("fused_linear_token_logprobs: targets must be u32, found {:?}", targets.dtype())
+        bail!(
+            "fused_linear_token_logprobs: targets must be u32, found {:?}",
+            targets.dtype()
+        )
     }
     let rows: usize = lead.iter().product();
     let hidden2 = super::f32_contiguous(&hidden.reshape((rows, h))?)?;
@@ -47,7 +50,9 @@ pub fn fused_linear_token_logprobs(
         let logits = hidden2.matmul(&weight.t()?)?;
         return super::composed::token_logprobs(&logits, &targets1)?.reshape(lead);
     }
-    let chunk = chunk_rows.unwrap_or_else(|| default_chunk_rows(vocab)).max(1);
+    let chunk = chunk_rows
+        .unwrap_or_else(|| default_chunk_rows(vocab))
+        .max(1);
     let op = FusedLinearLogprobs {
         hidden: hidden2.detach(),
         weight: weight.detach(),

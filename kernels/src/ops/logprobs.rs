@@ -22,7 +22,10 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         )
     }
     if targets.dtype() != DType::U32 {
-        bail!("token_logprobs: targets must be u32, found {:?}", targets.dtype())
+        bail!(
+            "token_logprobs: targets must be u32, found {:?}",
+            targets.dtype()
+        )
     }
     let rows: usize = lead.iter().product();
     let logits2 = super::f32_contiguous(&logits.reshape((rows, vocab))?)?;

@@ -58,7 +58,10 @@ pub(crate) mod composed {
     pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let d = x.dim(3)?;
         let (x1, x2) = (x.narrow(3, 0, d / 2)?, x.narrow(3, d / 2, d / 2)?);
-        let (c, s) = (cos.unsqueeze(0)?.unsqueeze(0)?, sin.unsqueeze(0)?.unsqueeze(0)?);
+        let (c, s) = (
+            cos.unsqueeze(0)?.unsqueeze(0)?,
+            sin.unsqueeze(0)?.unsqueeze(0)?,
+        );
         let y1 = (x1.broadcast_mul(&c)? - x2.broadcast_mul(&s)?)?;
         let y2 = (x1.broadcast_mul(&s)? + x2.broadcast_mul(&c)?)?;
         Tensor::cat(&[y1, y2], 3)

@@ -13,7 +13,10 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         bail!("rms_norm: x must have a feature dimension, got a scalar")
     };
     if weight.dims() != [d] {
-        bail!("rms_norm: weight has shape {:?}, expected [{d}]", weight.dims())
+        bail!(
+            "rms_norm: weight has shape {:?}, expected [{d}]",
+            weight.dims()
+        )
     }
     if !(eps >= 0.0 && eps.is_finite()) {
         bail!("rms_norm: eps must be a finite non-negative number, got {eps}")

@@ -15,7 +15,11 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     }
     for (name, c) in [("cos", cos), ("sin", sin)] {
         if c.dims() != [t, d / 2] {
-            bail!("rope: {name} has shape {:?}, expected [{t}, {}]", c.dims(), d / 2)
+            bail!(
+                "rope: {name} has shape {:?}, expected [{t}, {}]",
+                c.dims(),
+                d / 2
+            )
         }
     }
     let x = super::f32_contiguous(x)?;

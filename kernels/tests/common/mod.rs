@@ -48,10 +48,13 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let err = a
-        .iter()
-        .zip(&b)
-        .fold(0.0f32, |m, (x, y)| if x.is_nan() || y.is_nan() { f32::INFINITY } else { m.max((x - y).abs()) });
+    let err = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| {
+        if x.is_nan() || y.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max((x - y).abs())
+        }
+    });
     err / scale
 }
 

@@ -171,19 +171,21 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
     for m in &graph.models {
         match &m.source {
             ModelSource::Preset { .. } | ModelSource::HuggingFace { .. } => {}
-            ModelSource::Frozen { of } => {
+            ModelSource::Frozen { of }
+            | ModelSource::Snapshot { of }
+            | ModelSource::Lagged { of, .. } => {
                 if graph.root_model(of).is_none() {
                     return bad(format!(
-                        "model `{}` is a frozen copy of unknown model `{of}`",
+                        "model `{}` is a copy of unknown model `{of}`",
                         m.name
                     ));
                 }
-            }
-            ModelSource::Snapshot { .. } | ModelSource::Lagged { .. } => {
-                return bad(format!(
-                    "model `{}`: snapshot and lagged models are not supported by this runtime yet",
-                    m.name
-                ));
+                if let ModelSource::Lagged { every_steps: 0, .. } = m.source {
+                    return bad(format!(
+                        "model `{}`: a lagged copy must be refreshed every 1 or more steps",
+                        m.name
+                    ));
+                }
             }
         }
     }
@@ -346,6 +348,19 @@ pub fn validate(graph: &Graph) -> Result<(), RunError> {
                         r.policy.base().model
                     )));
                 }
+                // Evals decode with the rollout's base sampling (a branched rollout has no
+                // expert at test time); guided and verifier-stopped decoding would need their
+                // own decoders, so they are refused rather than silently replaced.
+                if matches!(
+                    r.policy,
+                    post_graph::Rollout::Guided { .. }
+                        | post_graph::Rollout::VerifierStopped { .. }
+                ) {
+                    return Err(here(format!(
+                        "metric `{}`: rollout `{}` (guided or verifier-stopped decoding) is not supported by this runtime yet",
+                        m.name, m.rollout
+                    )));
+                }
                 let reward = match &m.kind {
                     MetricKind::MeanReward { reward } | MetricKind::PassAtK { reward, .. } => {
                         Some(reward)
@@ -481,7 +496,10 @@ fn build_models(
         models.insert(m.name.clone(), entry);
     }
     for m in &graph.models {
-        if let ModelSource::Frozen { .. } = &m.source {
+        if let ModelSource::Frozen { .. }
+        | ModelSource::Snapshot { .. }
+        | ModelSource::Lagged { .. } = &m.source
+        {
             let root = graph
                 .root_model(&m.name)
                 .ok_or_else(|| RunError::Invalid(format!("model `{}` has no source", m.name)))?;
@@ -662,7 +680,7 @@ pub fn run_with_log(
     validate(graph)?;
     let device = Device::Cpu;
     let datasets = load_datasets(graph, &opts.base_dir)?;
-    let (models, tokenizer) = build_models(graph, &opts.base_dir, &device)?;
+    let (mut models, tokenizer) = build_models(graph, &opts.base_dir, &device)?;
     let stages = train_stages(graph);
     let context = stages
         .iter()
@@ -718,11 +736,27 @@ pub fn run_with_log(
                     "checkpoint holds model `{name}`, the graph has none"
                 ))
             })?;
-            let varmap = entry.varmap.as_ref().ok_or_else(|| {
-                RunError::Resume(format!("checkpoint holds frozen model `{name}`"))
-            })?;
-            crate::hf::load_weights_into(dir, entry.model.config(), varmap, DType::F32, &device)
-                .map_err(|e| RunError::Resume(e.to_string()))?;
+            match &entry.varmap {
+                Some(varmap) => crate::hf::load_weights_into(
+                    dir,
+                    entry.model.config(),
+                    varmap,
+                    DType::F32,
+                    &device,
+                )
+                .map_err(|e| RunError::Resume(e.to_string()))?,
+                None => {
+                    // A snapshot or lagged copy: its weights as they were at the checkpoint.
+                    let copy = crate::hf::load(dir, DType::F32, &device)
+                        .map_err(|e| RunError::Resume(e.to_string()))?
+                        .model
+                        .frozen_copy()
+                        .ctx(|| format!("restoring copy `{name}`"))?;
+                    if let Some(e) = models.get_mut(name) {
+                        e.model = copy;
+                    }
+                }
+            }
         }
         log(&format!(
             "resuming from {} (step {}, stage `{}`)",
@@ -939,6 +973,9 @@ impl Runner<'_> {
         if stage_step >= stage.steps {
             return Ok(None);
         }
+        if stage_step == 0 {
+            self.retake_snapshots(stage)?;
+        }
         if stage_step == 0 && !stage.evals.is_empty() {
             let ev = self.eval(stage, name, 0)?;
             self.progress
@@ -951,23 +988,19 @@ impl Runner<'_> {
                 ..StepRecord::default()
             })?;
         }
-        let reference = stage
+        let reads_ref = stage
             .objective
-            .reference
-            .as_ref()
-            .filter(|_| {
-                stage
-                    .objective
-                    .loss
-                    .inputs()
-                    .iter()
-                    .any(|(q, _)| *q == Quantity::RefLogp)
-            })
-            .map(|r| self.models[r].model.clone());
+            .loss
+            .inputs()
+            .iter()
+            .any(|(q, _)| *q == Quantity::RefLogp);
+        let reference_name = stage.objective.reference.as_ref().filter(|_| reads_ref);
         let per_step = records_per_step(self.graph, stage);
         let micro = per_step / stage.grad_accum;
         while stage_step < stage.steps {
             let t0 = Instant::now();
+            // Looked up every step: a lagged reference is replaced as the run goes.
+            let reference = reference_name.map(|r| self.models[r].model.clone());
             let s = stage_step;
             let lr = optimizer.lr_at(s, stage.steps);
             let hypers: BTreeMap<String, f64> = stage
@@ -1156,6 +1189,7 @@ impl Runner<'_> {
             }
             stage_step += 1;
             self.global_step += 1;
+            self.refresh_lagged()?;
             let train_s = t0.elapsed().as_secs_f64();
             let ev = if stage.evals.is_empty() {
                 BTreeMap::new()
@@ -1196,6 +1230,69 @@ impl Runner<'_> {
         Ok(None)
     }
 
+    /// Replace copy `name` by a fresh frozen copy of model `of`'s current weights.
+    fn retake(&mut self, name: &str, of: &str) -> Result<(), RunError> {
+        let copy = self
+            .models
+            .get(of)
+            .ok_or_else(|| RunError::Invalid(format!("model `{name}` copies unknown `{of}`")))?
+            .model
+            .frozen_copy()
+            .ctx(|| format!("copying `{of}` into `{name}`"))?;
+        if let Some(e) = self.models.get_mut(name) {
+            e.model = copy;
+        }
+        Ok(())
+    }
+
+    /// IRFT's per-stage snapshot: every snapshot model the stage reads (as the reference, as a
+    /// sampler of a slot, or in an eval) is re-taken from its source when the stage starts.
+    fn retake_snapshots(&mut self, stage: &TrainStage) -> Result<(), RunError> {
+        let graph = self.graph;
+        let mut named: Vec<&str> = stage
+            .objective
+            .reference
+            .iter()
+            .map(String::as_str)
+            .collect();
+        for slot in &stage.objective.slots {
+            if let SlotSource::Rollout { rollout } | SlotSource::Replay { rollout, .. } =
+                &slot.source
+                && let Some(r) = graph.rollout(rollout)
+            {
+                named.push(&r.policy.base().model);
+            }
+        }
+        for e in &stage.evals {
+            for m in &e.metrics {
+                if let Some(r) = graph.rollout(&m.rollout) {
+                    named.push(&r.policy.base().model);
+                }
+            }
+        }
+        for m in &graph.models {
+            if let ModelSource::Snapshot { of } = &m.source
+                && named.contains(&m.name.as_str())
+            {
+                self.retake(&m.name, of)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lagged samplers: refreshed from their source every `every_steps` optimiser steps.
+    fn refresh_lagged(&mut self) -> Result<(), RunError> {
+        let graph = self.graph;
+        for m in &graph.models {
+            if let ModelSource::Lagged { of, every_steps } = &m.source
+                && self.global_step.is_multiple_of(*every_steps)
+            {
+                self.retake(&m.name, of)?;
+            }
+        }
+        Ok(())
+    }
+
     fn non_finite(&self, stage: &str, what: &str, value: f64) -> RunError {
         RunError::NonFinite {
             step: self.global_step + 1,
@@ -1215,10 +1312,18 @@ impl Runner<'_> {
         batcher: data::BatcherState,
     ) -> Result<(), RunError> {
         let (opt_state, opt_step) = optimizer.state();
+        // Trained models, and the copies that are not simply the initial weights (snapshots
+        // and lagged samplers change during the run).
         let trained: Vec<(String, &Transformer)> = self
             .models
             .iter()
-            .filter(|(_, m)| m.varmap.is_some())
+            .filter(|(n, m)| {
+                m.varmap.is_some()
+                    || matches!(
+                        self.graph.model(n).map(|x| &x.source),
+                        Some(ModelSource::Snapshot { .. } | ModelSource::Lagged { .. })
+                    )
+            })
             .map(|(n, m)| (n.clone(), &m.model))
             .collect();
         let state = CheckpointState {
