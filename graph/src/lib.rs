@@ -186,19 +186,41 @@ pub struct RewardNode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RExpr {
-    Num { value: f64 },
-    Str { value: String },
-    Bool { value: bool },
+    Num {
+        value: f64,
+    },
+    Str {
+        value: String,
+    },
+    Bool {
+        value: bool,
+    },
     /// The generated text.
     Completion,
     /// A field of the sample's record (`prompt`, `answer`, ...).
-    Field { name: String },
+    Field {
+        name: String,
+    },
     /// Length in tokens of the completion.
     CompletionTokens,
-    Call { func: RFunc, args: Vec<RExpr> },
-    Unary { op: RUnary, arg: Box<RExpr> },
-    Binary { op: RBinary, lhs: Box<RExpr>, rhs: Box<RExpr> },
-    If { cond: Box<RExpr>, then: Box<RExpr>, otherwise: Box<RExpr> },
+    Call {
+        func: RFunc,
+        args: Vec<RExpr>,
+    },
+    Unary {
+        op: RUnary,
+        arg: Box<RExpr>,
+    },
+    Binary {
+        op: RBinary,
+        lhs: Box<RExpr>,
+        rhs: Box<RExpr>,
+    },
+    If {
+        cond: Box<RExpr>,
+        then: Box<RExpr>,
+        otherwise: Box<RExpr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,11 +229,17 @@ pub enum RFunc {
     /// Parse a number from text (the last number in it); NaN if there is none.
     Number,
     /// The first capture group (or the whole match) of `pattern`, or "" if it does not match.
-    Extract { pattern: String },
+    Extract {
+        pattern: String,
+    },
     /// Whether `pattern` matches anywhere in the text.
-    Matches { pattern: String },
+    Matches {
+        pattern: String,
+    },
     /// The final answer of a completion: text after the last `answer_marker`, trimmed.
-    Answer { marker: String },
+    Answer {
+        marker: String,
+    },
     /// Length in characters.
     Len,
     Contains,
