@@ -443,6 +443,13 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
             evals.push(ev);
         }
     }
+    // When the objective has errors the checks below that need it are skipped, but the stage's
+    // own rollout can still be checked, so one run reports as much as it can.
+    if lowered.is_none()
+        && let Some((r, span)) = &rollout
+    {
+        check_context(c, r, data.as_deref(), *span);
+    }
     let mut lowered = lowered?;
     let obj_span = s.get("objective").map_or(b.name.span, |x| x.value.span);
 
