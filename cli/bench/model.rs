@@ -1,5 +1,6 @@
 //! `post bench model`: SFT step time (forward + backward + global-norm clip + AdamW step) and
-//! tokens/s, sampling tokens/s with the KV cache, and token log-probabilities from logits, for
+//! tokens/s, with the fused kernels of `post-kernels` on (the figure) and off (the composed
+//! reference path; the ratio is printed as the fused speedup), sampling tokens/s with the KV cache, and token log-probabilities from logits, for
 //! the `tiny` and `20m` presets, with the process's peak memory.
 //!
 //! Settings follow the PyTorch baseline (`/work/shared/peer/torch_cpu_baseline.py`): SFT on
@@ -13,8 +14,9 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use post_graph::{Optimizer as OptimizerSpec, Schedule};
+use post_runtime::fusion::Fusion;
 use post_runtime::generate::{SamplingParams, generate};
-use post_runtime::logprob::{next_token_logprobs, token_logprobs};
+use post_runtime::logprob::token_logprobs_with;
 use post_runtime::memory::{self, MemoryPlan};
 use post_runtime::model::{ModelOptions, Transformer, presets};
 use post_runtime::optim::{Grads, Optimizer, Params};
@@ -82,7 +84,7 @@ fn sft_row(name: &str, reps: usize) -> BenchResult<Value> {
     let (batch, seq, _) = settings(name);
     let dev = Device::Cpu;
     let e = |e: candle_core::Error| e.to_string();
-    let (model, varmap) =
+    let (mut model, varmap) =
         Transformer::init_random(&cfg, ModelOptions::default(), 0, DType::F32, &dev).map_err(e)?;
     let params = Params::from_varmap(&varmap);
     let n_params = params.numel();
@@ -98,15 +100,27 @@ fn sft_row(name: &str, reps: usize) -> BenchResult<Value> {
     let rows = random_ids(&mut rng, batch, seq, cfg.vocab_size);
     let flat: Vec<u32> = rows.into_iter().flatten().collect();
     let ids = Tensor::from_vec(flat, (batch, seq), &dev).map_err(e)?;
-    let mut step = || -> candle_core::Result<()> {
-        let logits = model.forward(&ids)?;
-        let loss = next_token_logprobs(&logits, &ids)?.mean_all()?.neg()?;
-        let store = loss.backward()?;
-        let mut grads = Grads::from_store(opt.params(), &store);
-        grads.clip_global_norm(1.0)?;
-        opt.step(&grads, 1e-3)
+    // The same model and optimiser take the steps of both modes (weights keep moving, which
+    // does not change the work per step).
+    let mut time_mode = |fusion: Fusion| -> BenchResult<f64> {
+        model.set_fusion(Some(fusion));
+        let mut step = || -> candle_core::Result<()> {
+            let logits = model.forward(&ids)?;
+            let lp = token_logprobs_with(
+                &logits.narrow(1, 0, seq - 1)?,
+                &ids.narrow(1, 1, seq - 1)?,
+                fusion,
+            )?;
+            let loss = lp.mean_all()?.neg()?;
+            let store = loss.backward()?;
+            let mut grads = Grads::from_store(opt.params(), &store);
+            grads.clip_global_norm(1.0)?;
+            opt.step(&grads, 1e-3)
+        };
+        median_secs(reps, || step().map_err(e))
     };
-    let s = median_secs(reps, || step().map_err(e))?;
+    let s_off = time_mode(Fusion::Off)?;
+    let s = time_mode(Fusion::On)?;
     let plan = MemoryPlan {
         batch,
         seq_len: seq,
@@ -120,6 +134,7 @@ fn sft_row(name: &str, reps: usize) -> BenchResult<Value> {
     Ok(json!({
         "bench": "sft_step", "model": name, "params": n_params, "batch": batch, "seq": seq,
         "step_ms": s * 1e3, "tokens_per_s": (batch * seq) as f64 / s,
+        "step_ms_unfused": s_off * 1e3, "fusion_speedup": s_off / s,
         "optimizer": "post_runtime::optim AdamW",
         "estimate_bytes": est.total,
         "peak_rss_bytes": memory::peak_rss_bytes(),
@@ -172,8 +187,12 @@ fn logprob_row(reps: usize) -> BenchResult<Value> {
         ls.gather(&tgt.unsqueeze(2).map_err(e)?, 2).map_err(e)?;
         Ok(())
     })?;
+    // The composed selective log-softmax, whatever the fusion setting: this row compares the two
+    // unfused formulations (`post bench kernels` times the fused kernel).
     let selective = median_secs(reps, || {
-        token_logprobs(&logits, &tgt).map(|_| ()).map_err(e)
+        token_logprobs_with(&logits, &tgt, Fusion::Off)
+            .map(|_| ())
+            .map_err(e)
     })?;
     Ok(json!({
         "bench": "logprobs_from_logits", "tokens": n, "vocab": vocab,
@@ -187,13 +206,16 @@ fn print_table_row(v: &Value) {
     let mb = f("peak_rss_bytes").map_or("?".to_string(), |b| format!("{:.0}", b / 1048576.0));
     match v["bench"].as_str() {
         Some("sft_step") => println!(
-            "sft_step   {:<5} params {:>10}  batch {:>2} x seq {:>3}  {:>9.1} ms/step  {:>9.0} tok/s  peak RSS {mb} MiB (estimate {:.0} MiB)",
+            "sft_step   {:<5} params {:>10}  batch {:>2} x seq {:>3}  {:>9.1} ms/step  {:>9.0} tok/s  \
+             (unfused {:.1} ms/step, fused speedup {:.2}x)  peak RSS {mb} MiB (estimate {:.0} MiB)",
             v["model"].as_str().unwrap_or("?"),
             v["params"],
             v["batch"],
             v["seq"],
             f("step_ms").unwrap_or(f64::NAN),
             f("tokens_per_s").unwrap_or(f64::NAN),
+            f("step_ms_unfused").unwrap_or(f64::NAN),
+            f("fusion_speedup").unwrap_or(f64::NAN),
             f("estimate_bytes").unwrap_or(f64::NAN) / 1048576.0,
         ),
         Some("sampling") => println!(

@@ -3,9 +3,12 @@
 pub mod checkpoint;
 pub mod data;
 pub mod exec;
+pub mod fusion;
 pub mod optim;
 pub mod output;
 pub mod tasks;
+
+pub use fusion::{kernels_enabled, set_kernels_enabled};
 
 pub mod objectives;
 pub mod rewards;

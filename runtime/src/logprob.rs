@@ -2,14 +2,24 @@
 //!
 //! `log p(y_t) = logit[y_t] - logsumexp(logits)`: the target logit is gathered and the
 //! log-normaliser subtracted, so the full `[b, t, vocab]` log-softmax is never materialised
-//! (TRL's "selective log-softmax"). Every op records a backward pass. A fused CustomOp from
-//! `post-kernels` may replace [`token_logprobs`] with the same signature.
+//! (TRL's "selective log-softmax"). Every op records a backward pass. With fusion on
+//! ([`crate::fusion`]) and f32 logits, [`token_logprobs`] runs `post_kernels::ops::token_logprobs`
+//! (one streaming pass per row, with a backward) instead of the composed ops, which stay as the
+//! reference ([`token_logprobs_with`] picks explicitly).
 
 use candle_core::{D, DType, Result, Tensor};
 
+use crate::fusion::Fusion;
+
 /// `logits` [b, t, v] (float), `targets` [b, t] (integer ids) -> log-probabilities [b, t] in the
-/// logits' dtype.
+/// logits' dtype. Fused or composed as the process-wide [`crate::fusion`] setting says.
 pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    token_logprobs_with(logits, targets, Fusion::current())
+}
+
+/// [`token_logprobs`] with an explicit choice of kernel (the fused one only serves f32 logits;
+/// other dtypes always take the composed path).
+pub fn token_logprobs_with(logits: &Tensor, targets: &Tensor, fusion: Fusion) -> Result<Tensor> {
     let (b, t, v) = logits.dims3()?;
     let (tb, tt) = targets.dims2()?;
     if (tb, tt) != (b, t) {
@@ -26,6 +36,9 @@ pub fn token_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
         if max as usize >= v {
             candle_core::bail!("token_logprobs: target id {max} out of range for vocabulary {v}");
         }
+    }
+    if fusion.is_on() && logits.dtype() == DType::F32 {
+        return post_kernels::ops::token_logprobs(logits, &targets.to_dtype(DType::U32)?);
     }
     // The max only stabilises the exponent; its gradient would cancel exactly, so it is detached.
     let m = logits.max_keepdim(D::Minus1)?.detach();

@@ -1214,7 +1214,7 @@ impl Runner<'_> {
             if evaluated {
                 msg.push_str(&format!(" | {}", fmt_metrics(&record.eval)));
                 self.progress
-                    .println(&format!("step {}: {msg}", self.global_step));
+                    .eval(&format!("step {}: {msg}", self.global_step));
             }
             self.append(record)?;
             self.progress.step(self.global_step, &msg, evaluated);

@@ -5,8 +5,12 @@
 //! not). Optional q/k/v biases ([`ModelOptions::attention_bias`], Qwen2).
 //!
 //! Every op used here records a backward pass. candle's fused `rms_norm`, `softmax_last_dim`,
-//! `rotary_emb::*` and `RmsNorm::forward` do not (see `/work/shared/stack-notes.md`), so they are
-//! composed from basic ops instead; a test checks that every parameter receives a gradient.
+//! `rotary_emb::*` and `RmsNorm::forward` do not (see `/work/shared/stack-notes.md`), so the
+//! reference path composes them from basic ops; a test checks that every parameter receives a
+//! gradient. With fusion on ([`crate::fusion`]) and an f32 model, RMSNorm and the attention
+//! softmax use the differentiable CustomOps of `post_kernels::ops`, and so does RoPE in the
+//! uncached (training) forward; the cached generation path keeps the composed RoPE, because its
+//! rotary tables differ per row (left padding). Tests check both paths agree.
 //!
 //! Variable names are the Hugging Face ones (`model.embed_tokens.weight`,
 //! `model.layers.0.self_attn.q_proj.weight`, ..., `lm_head.weight`), so a [`VarMap`] built through
@@ -26,6 +30,8 @@ pub mod presets;
 use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 use post_graph::ModelConfig;
+
+use crate::fusion::Fusion;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -143,6 +149,48 @@ fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
 }
 
+/// Rotary tables as a forward pass consumes them.
+#[derive(Clone, Copy)]
+enum RopeTables<'a> {
+    /// Composed path: `cos`, `sin` broadcastable to [b, 1, t, d] (both halves repeated).
+    Full(&'a Tensor, &'a Tensor),
+    /// Fused kernel: `cos`, `sin` [t, d / 2], shared by every row.
+    Half(&'a Tensor, &'a Tensor),
+}
+
+impl RopeTables<'_> {
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            RopeTables::Full(cos, sin) => apply_rope(x, cos, sin),
+            RopeTables::Half(cos, sin) => post_kernels::ops::rope(x, cos, sin),
+        }
+    }
+}
+
+/// The model's normalisation and softmax, fused or composed.
+#[derive(Clone, Copy)]
+struct Kernels {
+    fused: bool,
+}
+
+impl Kernels {
+    fn rms_norm(self, x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+        if self.fused {
+            post_kernels::ops::rms_norm(x, weight, eps)
+        } else {
+            rms_norm(x, weight, eps)
+        }
+    }
+
+    fn softmax_last_dim(self, x: &Tensor) -> Result<Tensor> {
+        if self.fused {
+            post_kernels::ops::softmax_last_dim(x)
+        } else {
+            candle_nn::ops::softmax(x, D::Minus1)
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
     q: Linear,
@@ -182,8 +230,8 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        rope: RopeTables,
+        kernels: Kernels,
         mask: &Tensor,
         cache: Option<(&mut LayerKv, usize)>,
     ) -> Result<Tensor> {
@@ -205,8 +253,8 @@ impl Attention {
             .forward(&x2)?
             .reshape((b, t, nkv, hd))?
             .transpose(1, 2)?;
-        let q = apply_rope(&q, cos, sin)?;
-        let k = apply_rope(&k, cos, sin)?;
+        let q = rope.apply(&q)?;
+        let k = rope.apply(&k)?;
         let (k, v) = match cache {
             None => (k.contiguous()?, v.contiguous()?),
             Some((kv, offset)) => {
@@ -228,7 +276,7 @@ impl Attention {
         let scale = 1.0 / (hd as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?;
         let scores = scores.reshape((b, nkv, rep, t, s))?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = kernels.softmax_last_dim(&scores)?;
         let out = probs.reshape((b, nkv, rep * t, s))?.matmul(&v)?;
         let out = out
             .reshape((b, nh, t, hd))?
@@ -353,6 +401,8 @@ pub struct Transformer {
     /// Rotary tables, [max_position_embeddings, head_dim]; constants, not parameters.
     cos: Tensor,
     sin: Tensor,
+    /// `None`: follow the process-wide setting ([`crate::fusion::kernels_enabled`]).
+    fusion: Option<Fusion>,
 }
 
 impl Transformer {
@@ -403,6 +453,7 @@ impl Transformer {
             lm_head,
             cos,
             sin,
+            fusion: None,
         })
     }
 
@@ -447,6 +498,24 @@ impl Transformer {
 
     pub fn options(&self) -> ModelOptions {
         self.opts
+    }
+
+    /// Pins this model (and its clones made afterwards) to fused or composed kernels; `None`
+    /// follows the process-wide setting (see [`crate::fusion`]).
+    pub fn set_fusion(&mut self, fusion: Option<Fusion>) {
+        self.fusion = fusion;
+    }
+
+    /// The setting this model's forward passes use now.
+    pub fn fusion(&self) -> Fusion {
+        self.fusion.unwrap_or_else(Fusion::current)
+    }
+
+    /// Fused kernels compute in f32, so other dtypes keep the composed (reference) path.
+    fn kernels(&self) -> Kernels {
+        Kernels {
+            fused: self.fusion().is_on() && self.dtype() == DType::F32,
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -496,7 +565,9 @@ impl Transformer {
             ts.insert(name, t.copy()?.detach());
         }
         let vb = VarBuilder::from_tensors(ts, self.dtype(), self.device());
-        Self::with_options(&self.cfg, self.opts, vb)
+        let mut copy = Self::with_options(&self.cfg, self.opts, vb)?;
+        copy.fusion = self.fusion;
+        Ok(copy)
     }
 
     /// Training forward: `ids` [b, t] u32 -> logits [b, t, vocab]. Right-padded batches; see the
@@ -511,10 +582,19 @@ impl Transformer {
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         self.check_len(t)?;
-        let cos = self.cos.narrow(0, 0, t)?.unsqueeze(0)?.unsqueeze(0)?;
-        let sin = self.sin.narrow(0, 0, t)?.unsqueeze(0)?.unsqueeze(0)?;
+        let kernels = self.kernels();
         let mask = causal_mask(t, 0, &[0], self.dtype(), self.device())?;
-        self.run_blocks(ids, &cos, &sin, &mask, None)
+        if kernels.fused {
+            // The tables repeat the frequencies over both halves; the kernel takes one half.
+            let half = self.cos.dim(1)? / 2;
+            let cos = self.cos.narrow(0, 0, t)?.narrow(1, 0, half)?;
+            let sin = self.sin.narrow(0, 0, t)?.narrow(1, 0, half)?;
+            self.run_blocks(ids, RopeTables::Half(&cos, &sin), kernels, &mask, None)
+        } else {
+            let cos = self.cos.narrow(0, 0, t)?.unsqueeze(0)?.unsqueeze(0)?;
+            let sin = self.sin.narrow(0, 0, t)?.unsqueeze(0)?.unsqueeze(0)?;
+            self.run_blocks(ids, RopeTables::Full(&cos, &sin), kernels, &mask, None)
+        }
     }
 
     /// The LM head applied to hidden states [b, t, hidden] -> [b, t, vocab].
@@ -595,7 +675,13 @@ impl Transformer {
         let cos = self.cos.index_select(&pos, 0)?.reshape((b, 1, s, hd))?;
         let sin = self.sin.index_select(&pos, 0)?.reshape((b, 1, s, hd))?;
         let mask = causal_mask(s, start, &cache.left_pad, self.dtype(), self.device())?;
-        let out = self.run_blocks(ids, &cos, &sin, &mask, Some(cache))?;
+        let out = self.run_blocks(
+            ids,
+            RopeTables::Full(&cos, &sin),
+            self.kernels(),
+            &mask,
+            Some(cache),
+        )?;
         cache.len = start + s;
         Ok(out)
     }
@@ -613,8 +699,8 @@ impl Transformer {
     fn run_blocks(
         &self,
         ids: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        rope: RopeTables,
+        kernels: Kernels,
         mask: &Tensor,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
@@ -641,14 +727,18 @@ impl Transformer {
                 }
                 None => None,
             };
-            let a = blk
-                .attn
-                .forward(&rms_norm(&x, &blk.ln1, eps)?, cos, sin, mask, kv)?;
+            let a = blk.attn.forward(
+                &kernels.rms_norm(&x, &blk.ln1, eps)?,
+                rope,
+                kernels,
+                mask,
+                kv,
+            )?;
             x = (x + a)?;
-            let m = blk.mlp.forward(&rms_norm(&x, &blk.ln2, eps)?)?;
+            let m = blk.mlp.forward(&kernels.rms_norm(&x, &blk.ln2, eps)?)?;
             x = (x + m)?;
         }
-        rms_norm(&x, &self.norm, eps)
+        kernels.rms_norm(&x, &self.norm, eps)
     }
 }
 

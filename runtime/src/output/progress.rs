@@ -46,6 +46,14 @@ impl Progress {
         }
     }
 
+    /// An evaluation result. On a terminal it is kept above the bar (the bar's message is
+    /// overwritten every step); plain output already prints it with the step's own line.
+    pub fn eval(&self, msg: &str) {
+        if let Some(b) = &self.bar {
+            b.println(msg);
+        }
+    }
+
     /// After each step: `summary` is a short `loss 1.23 lr 3e-4` string.
     pub fn step(&self, step: u64, summary: &str, evaluated: bool) {
         if let Some(b) = &self.bar {
