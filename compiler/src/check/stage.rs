@@ -253,23 +253,30 @@ fn reject_evals(c: &mut Checker, b: &Block) {
                 e.span,
                 "not allowed here",
             )),
-            Item::Def(d) => c.err(
-                Diagnostic::error(
-                    "E0107",
-                    "definitions belong to the experiment, not to a stage",
-                    d.span,
-                    "not allowed here",
-                )
-                .with_help("move it out of the stage"),
-            ),
-            Item::Block(x) => c.err(Diagnostic::error(
-                "E0107",
-                "blocks do not nest",
-                x.name.span,
-                "not allowed here",
-            )),
-            _ => {}
+            other => reject_nested(c, other),
         }
+    }
+}
+
+/// Definitions and blocks belong to the experiment: inside any stage-like block they are errors.
+fn reject_nested(c: &mut Checker, item: &Item) {
+    match item {
+        Item::Def(d) => c.err(
+            Diagnostic::error(
+                "E0107",
+                "definitions belong to the experiment, not to a stage",
+                d.span,
+                "not allowed here",
+            )
+            .with_help("move it out of the stage"),
+        ),
+        Item::Block(x) => c.err(Diagnostic::error(
+            "E0107",
+            "blocks do not nest",
+            x.name.span,
+            "not allowed here",
+        )),
+        _ => {}
     }
 }
 
@@ -289,24 +296,7 @@ fn check_data_ready(c: &mut Checker, data: &str, span: Span, earlier: &[Stage]) 
 fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stage> {
     let path = format!("stage {}", b.name.name);
     for i in &b.items {
-        match i {
-            Item::Def(d) => c.err(
-                Diagnostic::error(
-                    "E0107",
-                    "definitions belong to the experiment, not to a stage",
-                    d.span,
-                    "not allowed here",
-                )
-                .with_help("move it out of the stage"),
-            ),
-            Item::Block(x) => c.err(Diagnostic::error(
-                "E0107",
-                "blocks do not nest",
-                x.name.span,
-                "not allowed here",
-            )),
-            _ => {}
-        }
+        reject_nested(c, i);
     }
     let s = Settings::collect(c, &b.items, TRAIN_KEYS, "stage");
     let has_obj = required(c, &s, "objective", b);
