@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 mod expr;
 mod hash;
+pub mod presets;
 
 pub use expr::{Axis, AxisError, BinaryOp, Expr, Quantity, Reduce, UnaryOp};
 pub use hash::content_hash;

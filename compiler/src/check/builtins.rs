@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use post_graph::{
-    Condition, DataSource, MetricKind, ModelConfig, ModelSource, Optimizer, PrefixSearch, Rollout,
-    Sampling, Schedule, Shape, Split, Summary, Transform,
+    Condition, DataSource, MetricKind, ModelSource, Optimizer, PrefixSearch, Rollout, Sampling,
+    Schedule, Shape, Split, Summary, Transform,
 };
 
 use super::{Checker, DataVal, RolloutVal, Unit, Value, num_of};
@@ -794,39 +794,9 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
     }
 }
 
-pub const PRESETS: &[&str] = &["tiny", "20m"];
+pub const PRESETS: &[&str] = post_graph::presets::NAMES;
 pub const TASKS: &[&str] = &["arith", "countdown"];
 pub const TASK_FIELDS: &[&str] = &["prompt", "solution", "answer", "rejected"];
-
-pub fn preset_config(name: &str) -> Option<ModelConfig> {
-    Some(match name {
-        "tiny" => ModelConfig {
-            vocab_size: 64,
-            hidden_size: 128,
-            intermediate_size: 344,
-            num_layers: 4,
-            num_heads: 4,
-            num_kv_heads: 2,
-            max_position_embeddings: 512,
-            rope_theta: 10000.0,
-            rms_norm_eps: 1e-6,
-            tie_embeddings: true,
-        },
-        "20m" => ModelConfig {
-            vocab_size: 8192,
-            hidden_size: 384,
-            intermediate_size: 1024,
-            num_layers: 8,
-            num_heads: 6,
-            num_kv_heads: 2,
-            max_position_embeddings: 1024,
-            rope_theta: 10000.0,
-            rms_norm_eps: 1e-6,
-            tie_embeddings: true,
-        },
-        _ => return None,
-    })
-}
 
 const SAMPLE_SIG: &[P] = &[
     p("model", T::Model, D::Req),
@@ -982,7 +952,7 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
     match name {
         "preset" => {
             let preset = b.str("name");
-            let Some(config) = preset_config(&preset) else {
+            let Some(config) = post_graph::presets::config(&preset) else {
                 c.err(
                     Diagnostic::error(
                         "E0401",

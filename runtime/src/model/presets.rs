@@ -1,53 +1,8 @@
-//! Built-in architecture presets (`tiny`, `20m`) as [`ModelConfig`] values.
-//!
-//! The numbers are fixed by the team brief; `20m` matches the peer PyTorch baseline
-//! (`/work/shared/peer/torch_cpu_baseline.py`) so benchmark figures compare like with like.
+//! Built-in architecture presets (`tiny`, `20m`): the table lives in `post_graph::presets` (shared
+//! with the checker); this module adds what only the runtime needs, such as parameter counts.
 
 use post_graph::ModelConfig;
-
-/// Names accepted by [`config`], in a stable order (for error messages and help texts).
-pub const NAMES: &[&str] = &["tiny", "20m"];
-
-/// The configuration of a built-in preset, or `None` for an unknown name.
-pub fn config(name: &str) -> Option<ModelConfig> {
-    match name {
-        "tiny" => Some(tiny()),
-        "20m" => Some(m20()),
-        _ => None,
-    }
-}
-
-/// The `tiny` preset: char tokenizer (vocab 64), 734,336 parameters.
-pub fn tiny() -> ModelConfig {
-    ModelConfig {
-        vocab_size: 64,
-        hidden_size: 128,
-        intermediate_size: 344,
-        num_layers: 4,
-        num_heads: 4,
-        num_kv_heads: 2,
-        max_position_embeddings: 512,
-        rope_theta: 10000.0,
-        rms_norm_eps: 1e-6,
-        tie_embeddings: true,
-    }
-}
-
-/// The `20m` preset (benchmarks): vocab 8192, 15.7M parameters (tied head; 18.9M untied).
-pub fn m20() -> ModelConfig {
-    ModelConfig {
-        vocab_size: 8192,
-        hidden_size: 384,
-        intermediate_size: 1024,
-        num_layers: 8,
-        num_heads: 6,
-        num_kv_heads: 2,
-        max_position_embeddings: 1024,
-        rope_theta: 10000.0,
-        rms_norm_eps: 1e-6,
-        tie_embeddings: true,
-    }
-}
+pub use post_graph::presets::{NAMES, config, m20, tiny};
 
 /// Number of trainable parameters of a configuration (tied head counted once).
 pub fn parameter_count(cfg: &ModelConfig, attention_bias: bool) -> usize {
