@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod check;
+mod compare;
 mod compile;
 mod diagnostics;
 mod fmt;
@@ -35,6 +36,8 @@ enum Command {
     Check(check::Args),
     /// Format .post files in canonical form (`--check` only reports).
     Fmt(fmt::Args),
+    /// Compare finished runs: an eval metric vs steps, steps to a reference, expert tokens.
+    Compare(compare::Args),
     /// Compile an experiment and print its runtime graph as JSON.
     Compile(compile::Args),
     /// Benchmarks that print figures.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(a) => check::run(a),
         Command::Fmt(a) => fmt::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Lsp(a) => lsp::run(a),

@@ -73,6 +73,7 @@ fn small_graph(steps: u64, data: DataSource) -> Graph {
                     split: Split::Test,
                     size: 4,
                     difficulty: 1,
+                    min_difficulty: None,
                 },
                 transforms: vec![],
             },
@@ -156,6 +157,7 @@ fn task_data() -> DataSource {
         split: Split::Train,
         size: 40,
         difficulty: 1,
+        min_difficulty: None,
     }
 }
 

@@ -130,7 +130,13 @@ pub enum DataSource {
         task: String,
         split: Split,
         size: usize,
+        /// The largest difficulty (problem size); every problem has it unless `min_difficulty`
+        /// is set.
         difficulty: u32,
+        /// With a value, each problem's difficulty is drawn uniformly from
+        /// `min_difficulty..=difficulty` (a mixture of sizes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_difficulty: Option<u32>,
     },
     /// The subset chosen by a selection stage (S2L); available once that stage has run.
     Selected { stage: String },

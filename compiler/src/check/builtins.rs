@@ -795,7 +795,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
 }
 
 pub const PRESETS: &[&str] = post_graph::presets::NAMES;
-pub const TASKS: &[&str] = &["arith", "countdown"];
+pub const TASKS: &[&str] = &["arith", "carry", "countdown"];
 pub const TASK_FIELDS: &[&str] = &["prompt", "solution", "answer", "rejected"];
 
 const SAMPLE_SIG: &[P] = &[
@@ -865,6 +865,7 @@ pub fn call(
             p("split", T::Sym(&["train", "test"]), D::Sym("train")),
             p("size", T::Count, D::Num(1000.0)),
             p("difficulty", T::Count, D::Num(1.0)),
+            p("min_difficulty", T::Count, D::Opt),
         ],
         "jsonl" => return Some(jsonl(c, module, callee_span, span, args, locals, path)),
         "selected" => &[p("stage", T::FieldName, D::Req)],
@@ -1016,7 +1017,7 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                 return None;
             }
             let difficulty = b.usize("difficulty");
-            let max_d = if task == "arith" { 12 } else { 6 };
+            let max_d = if task == "countdown" { 6 } else { 12 };
             if difficulty > max_d {
                 c.err(Diagnostic::error(
                     "E0401",
@@ -1024,6 +1025,25 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                     b.span("difficulty").unwrap_or(span),
                     "out of range",
                 ));
+                return None;
+            }
+            let min_difficulty = b.get("min_difficulty").map(|_| b.usize("min_difficulty"));
+            if let Some(min) = min_difficulty
+                && !(1..=difficulty).contains(&min)
+            {
+                c.err(
+                    Diagnostic::error(
+                        "E0401",
+                        format!(
+                            "`min_difficulty` {min} must be in 1..={difficulty} (the `difficulty`)"
+                        ),
+                        b.span("min_difficulty").unwrap_or(span),
+                        "out of range",
+                    )
+                    .with_help(
+                        "problems get a difficulty drawn from `min_difficulty..=difficulty`",
+                    ),
+                );
                 return None;
             }
             let split = if b.str("split") == "test" {
@@ -1039,6 +1059,7 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                     split,
                     size: b.usize("size"),
                     difficulty: difficulty as u32,
+                    min_difficulty: min_difficulty.map(|m| m as u32),
                 },
                 transforms: vec![],
                 fields: Some(TASK_FIELDS.iter().map(|s| s.to_string()).collect()),

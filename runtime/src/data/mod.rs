@@ -107,8 +107,15 @@ pub fn load(
             split,
             size,
             difficulty,
+            min_difficulty,
         } => (
-            crate::tasks::generate(task, (*split).into(), *size, *difficulty, seed)?,
+            crate::tasks::generate_mixed(
+                task,
+                (*split).into(),
+                *size,
+                min_difficulty.unwrap_or(*difficulty)..=*difficulty,
+                seed,
+            )?,
             Some(task.clone()),
         ),
         DataSource::Selected { stage } => {

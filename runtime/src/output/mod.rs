@@ -5,6 +5,7 @@
 //! Every file is written atomically (temp file, fsync, rename) except `metrics.jsonl`, which is
 //! appended line by line and flushed after each step so a killed run keeps what it measured.
 
+mod compare;
 mod metrics;
 mod plot;
 mod progress;
@@ -13,6 +14,7 @@ mod summary;
 use std::io::Write;
 use std::path::Path;
 
+pub use compare::{CompareError, Comparison, RunData, RunRow, compare};
 pub use metrics::{MetricsWriter, StepRecord, read_metrics};
 pub use plot::write_plot;
 pub use progress::Progress;

@@ -51,6 +51,16 @@ pub fn render(title: &str, records: &[StepRecord]) -> String {
         .into_iter()
         .filter(|(_, s)| !s.is_empty())
         .collect();
+    document(title, &panels, x_max)
+}
+
+/// One panel of named series against steps (`post compare`: one line per run).
+pub fn render_series(title: &str, panel_name: &str, series: &Series) -> String {
+    let x_max = series.values().flatten().map(|p| p.0).fold(1.0, f64::max);
+    document(title, &[(panel_name, series)], x_max)
+}
+
+fn document(title: &str, panels: &[(&str, &Series)], x_max: f64) -> String {
     let height = TOP + PANEL_H * panels.len().max(1) as f64;
     let mut svg = String::new();
     let _ = writeln!(

@@ -13,6 +13,14 @@
 //!   significant digit first, each line `a+b+carry=sum;partial` where `partial` is the result
 //!   digits written so far. A model that does not carry correctly gets almost every problem wrong
 //!   once numbers have several digits.
+//! - `carry`: the same sums written as a state-passing scratchpad, so that every line is computed
+//!   from the line above alone and no step needs to know how far it is into the problem. For
+//!   `4821+3757` the trace is `482+375,0:8`, `48+37,0:78`, `4+3,1:578`, `+,0:8578`, `#### 8578`:
+//!   each line keeps the digits not yet added, the carry, and the result digits so far. This is
+//!   the task of the BREAD reproduction: a model trained on short sums meets longer numbers and
+//!   longer partial results than it has seen in the first lines, while the last lines of a long
+//!   problem look like the lines of a short one, so an expert prefix brings success within reach
+//!   and the reachable region grows backwards as the model learns.
 //! - `countdown`: `difficulty` numbers (1..=9) in a fixed order and a target; the numbers are
 //!   combined left to right with `+`, `-` or `*` (every intermediate value non-negative). Only
 //!   problems with exactly one operator sequence reaching the target are generated, so the answer
@@ -36,13 +44,16 @@ const TEST_BUCKETS: u64 = 5;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskKind {
     Arith,
+    Carry,
     Countdown,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TaskError {
-    #[error("unknown task `{0}` (built-in tasks: arith, countdown)")]
+    #[error("unknown task `{0}` (built-in tasks: arith, carry, countdown)")]
     Unknown(String),
+    #[error("task difficulty range {lo}..={hi} is empty")]
+    EmptyRange { lo: u32, hi: u32 },
     #[error("task `{task}` supports difficulty {min}..={max}, got {got}")]
     Difficulty {
         task: &'static str,
@@ -56,6 +67,7 @@ impl TaskKind {
     pub fn parse(name: &str) -> Result<TaskKind, TaskError> {
         match name {
             "arith" => Ok(TaskKind::Arith),
+            "carry" => Ok(TaskKind::Carry),
             "countdown" => Ok(TaskKind::Countdown),
             other => Err(TaskError::Unknown(other.to_string())),
         }
@@ -64,6 +76,7 @@ impl TaskKind {
     pub fn name(self) -> &'static str {
         match self {
             TaskKind::Arith => "arith",
+            TaskKind::Carry => "carry",
             TaskKind::Countdown => "countdown",
         }
     }
@@ -71,7 +84,7 @@ impl TaskKind {
     fn difficulty_range(self) -> (u32, u32) {
         match self {
             // 18 digits keeps every sum inside u64.
-            TaskKind::Arith => (1, 18),
+            TaskKind::Arith | TaskKind::Carry => (1, 18),
             // One number would need no operation; 8 keeps uniqueness checks cheap (3^7 sequences).
             TaskKind::Countdown => (2, 8),
         }
@@ -102,21 +115,44 @@ pub fn generate(
     difficulty: u32,
     seed: u64,
 ) -> Result<Vec<Record>, TaskError> {
+    generate_mixed(task, split, size, difficulty..=difficulty, seed)
+}
+
+/// Generate `size` records of `task` whose difficulties are drawn uniformly from `difficulty`
+/// (a mixture of problem sizes, e.g. to train a base that has seen sums of 1 to 3 digits).
+pub fn generate_mixed(
+    task: &str,
+    split: TaskSplit,
+    size: usize,
+    difficulty: std::ops::RangeInclusive<u32>,
+    seed: u64,
+) -> Result<Vec<Record>, TaskError> {
     let kind = TaskKind::parse(task)?;
     let (min, max) = kind.difficulty_range();
-    if difficulty < min || difficulty > max {
-        return Err(TaskError::Difficulty {
-            task: kind.name(),
-            min,
-            max,
-            got: difficulty,
-        });
+    for got in [*difficulty.start(), *difficulty.end()] {
+        if got < min || got > max {
+            return Err(TaskError::Difficulty {
+                task: kind.name(),
+                min,
+                max,
+                got,
+            });
+        }
     }
     let split_tag = match split {
         TaskSplit::Train => 1u64,
         TaskSplit::Test => 2u64,
     };
-    let stream = fnv1a(format!("{}/{split_tag}/{difficulty}", kind.name()).as_bytes());
+    let (lo, hi) = (*difficulty.start(), *difficulty.end());
+    if lo > hi {
+        return Err(TaskError::EmptyRange { lo, hi });
+    }
+    // A single difficulty keeps the stream it always had, so existing experiments reproduce.
+    let stream = if lo == hi {
+        fnv1a(format!("{}/{split_tag}/{hi}", kind.name()).as_bytes())
+    } else {
+        fnv1a(format!("{}/{split_tag}/{lo}-{hi}", kind.name()).as_bytes())
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ stream.rotate_left(17));
     let mut out = Vec::with_capacity(size);
     let mut seen = BTreeSet::new();
@@ -125,8 +161,14 @@ pub fn generate(
     let patience = 200 + 50 * size;
     let mut misses = 0usize;
     while out.len() < size {
+        let difficulty = if lo == hi {
+            hi
+        } else {
+            rng.random_range(lo..=hi)
+        };
         let problem = match kind {
             TaskKind::Arith => arith_problem(&mut rng, difficulty),
+            TaskKind::Carry => carry_problem(&mut rng, difficulty),
             TaskKind::Countdown => match countdown_problem(&mut rng, difficulty) {
                 Some(p) => p,
                 None => {
@@ -160,7 +202,9 @@ pub fn check(task: TaskKind, record: &Record, completion: &str) -> bool {
         return false;
     };
     match task {
-        TaskKind::Arith => record.get("answer").is_some_and(|a| a.trim() == given),
+        TaskKind::Arith | TaskKind::Carry => {
+            record.get("answer").is_some_and(|a| a.trim() == given)
+        }
         TaskKind::Countdown => {
             let (Some(prompt), Some(_)) = (record.get("prompt"), record.get("answer")) else {
                 return false;
@@ -278,6 +322,54 @@ fn arith_off_by_one(a: u64, b: u64) -> String {
         *last = format!("{ANSWER_MARKER} {wrong}");
     }
     lines.join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// carry
+
+fn carry_problem(rng: &mut ChaCha8Rng, digits: u32) -> Problem {
+    let a = random_number(rng, digits);
+    let b = random_number(rng, digits);
+    let (solution, answer) = carry_trace(a, b, true);
+    let (mut rejected, rejected_answer) = carry_trace(a, b, false);
+    if rejected_answer == answer {
+        let mut lines: Vec<String> = solution.lines().map(str::to_string).collect();
+        if let Some(last) = lines.last_mut() {
+            *last = format!("{ANSWER_MARKER} {}", answer + 1);
+        }
+        rejected = lines.join("\n");
+    }
+    Problem {
+        prompt: format!("{a}+{b}=?\n"),
+        solution,
+        answer: answer.to_string(),
+        rejected,
+    }
+}
+
+/// The state-passing trace of `a + b`: one line per column, `rest_a+rest_b,carry:partial`.
+/// With `carry == false` carries are dropped (the typical wrong solution).
+fn carry_trace(a: u64, b: u64, carry: bool) -> (String, u64) {
+    let sa = a.to_string();
+    let sb = b.to_string();
+    let width = sa.len().max(sb.len());
+    let (pa, pb) = (format!("{sa:0>width$}"), format!("{sb:0>width$}"));
+    let (da, db) = (pa.as_bytes(), pb.as_bytes());
+    let mut lines = Vec::with_capacity(width + 1);
+    let mut c = 0u8;
+    let mut partial = String::new();
+    for i in (0..width).rev() {
+        let s = (da[i] - b'0') + (db[i] - b'0') + c;
+        partial.insert(0, char::from(b'0' + s % 10));
+        c = if carry { s / 10 } else { 0 };
+        lines.push(format!("{}+{},{c}:{partial}", &pa[..i], &pb[..i]));
+    }
+    if c > 0 {
+        partial.insert(0, '1');
+    }
+    let result: u64 = partial.parse().unwrap_or(0);
+    lines.push(format!("{ANSWER_MARKER} {result}"));
+    (lines.join("\n"), result)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -460,10 +552,27 @@ mod tests {
     }
 
     #[test]
+    fn carry_trace_passes_state() {
+        let (trace, answer) = carry_trace(4821, 3757, true);
+        assert_eq!(answer, 8578);
+        assert_eq!(
+            trace,
+            "482+375,0:8\n48+37,0:78\n4+3,1:578\n+,0:8578\n#### 8578"
+        );
+        let (trace, answer) = carry_trace(95, 17, true);
+        assert_eq!(answer, 112);
+        assert_eq!(trace, "9+1,1:2\n+,1:12\n#### 112");
+        let (_, wrong) = carry_trace(95, 17, false);
+        assert_eq!(wrong, 2);
+    }
+
+    #[test]
     fn deterministic_disjoint_and_checkable() {
         for (task, d) in [
             ("arith", 1),
             ("arith", 3),
+            ("carry", 1),
+            ("carry", 4),
             ("countdown", 2),
             ("countdown", 4),
         ] {

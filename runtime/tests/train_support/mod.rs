@@ -92,6 +92,7 @@ pub fn sft_graph(spec: &SftSpec) -> Graph {
             split,
             size,
             difficulty: spec.difficulty,
+            min_difficulty: None,
         },
         transforms: vec![],
     };
