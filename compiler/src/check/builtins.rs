@@ -795,7 +795,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
 }
 
 pub const PRESETS: &[&str] = post_graph::presets::NAMES;
-pub const TASKS: &[&str] = &["arith", "carry", "countdown"];
+pub const TASKS: &[&str] = &["arith", "carry", "chain", "countdown"];
 pub const TASK_FIELDS: &[&str] = &["prompt", "solution", "answer", "rejected"];
 
 const SAMPLE_SIG: &[P] = &[
@@ -837,7 +837,7 @@ fn rollout(r: Rollout) -> Option<Value> {
 fn task_prompt_tokens(task: &str, difficulty: usize) -> usize {
     match task {
         // "123+456=" with a little framing.
-        "arith" => 2 * difficulty + 8,
+        "arith" | "chain" => 2 * difficulty + 8,
         // "use 3 5 7 to make 24:" and similar.
         _ => 4 * difficulty + 24,
     }
@@ -1017,7 +1017,11 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                 return None;
             }
             let difficulty = b.usize("difficulty");
-            let max_d = if task == "countdown" { 6 } else { 12 };
+            let max_d = match task.as_str() {
+                "countdown" => 6,
+                "chain" => 11,
+                _ => 12,
+            };
             if difficulty > max_d {
                 c.err(Diagnostic::error(
                     "E0401",

@@ -181,14 +181,19 @@ pub const BUILTINS: &[BuiltinDoc] = &[
         "task",
         X,
         &[
-            req("name", "str", "`arith` or `countdown`"),
+            req("name", "str", "`arith`, `carry`, `chain` or `countdown`"),
             def("split", "train | test", "train", "which split to generate"),
             def("size", "count", "1000", "number of records"),
             def(
                 "difficulty",
                 "count",
                 "1",
-                "arith: digits (1..=12); countdown: numbers (1..=6)",
+                "arith, carry: digits (1..=12); chain: digits added (1..=11); countdown: numbers (1..=6)",
+            ),
+            opt(
+                "min_difficulty",
+                "count",
+                "with a value, each problem's difficulty is drawn from min_difficulty..=difficulty",
             ),
         ],
         "data",

@@ -21,6 +21,13 @@
 //!   longer partial results than it has seen in the first lines, while the last lines of a long
 //!   problem look like the lines of a short one, so an expert prefix brings success within reach
 //!   and the reachable region grows backwards as the model learns.
+//! - `chain`: a 3-digit start and `difficulty` single digits to add left to right, solved by
+//!   rewriting: each line is the line above with its first two terms added, so every step is
+//!   the same local rewrite whatever the problem's size. For `517+3+9+2` the trace is
+//!   `520+9+2`, `529+2`, `#### 531`. After an expert prefix of `k` lines the rest of the trace
+//!   is exactly the trace of a shorter problem: a model trained on short chains can finish long
+//!   ones from a late enough prefix, and learning to rewrite one line longer than it has seen
+//!   moves the reachable region back by one step (BREAD's curriculum).
 //! - `countdown`: `difficulty` numbers (1..=9) in a fixed order and a target; the numbers are
 //!   combined left to right with `+`, `-` or `*` (every intermediate value non-negative). Only
 //!   problems with exactly one operator sequence reaching the target are generated, so the answer
@@ -45,12 +52,13 @@ const TEST_BUCKETS: u64 = 5;
 pub enum TaskKind {
     Arith,
     Carry,
+    Chain,
     Countdown,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TaskError {
-    #[error("unknown task `{0}` (built-in tasks: arith, carry, countdown)")]
+    #[error("unknown task `{0}` (built-in tasks: arith, carry, chain, countdown)")]
     Unknown(String),
     #[error("task difficulty range {lo}..={hi} is empty")]
     EmptyRange { lo: u32, hi: u32 },
@@ -68,6 +76,7 @@ impl TaskKind {
         match name {
             "arith" => Ok(TaskKind::Arith),
             "carry" => Ok(TaskKind::Carry),
+            "chain" => Ok(TaskKind::Chain),
             "countdown" => Ok(TaskKind::Countdown),
             other => Err(TaskError::Unknown(other.to_string())),
         }
@@ -77,6 +86,7 @@ impl TaskKind {
         match self {
             TaskKind::Arith => "arith",
             TaskKind::Carry => "carry",
+            TaskKind::Chain => "chain",
             TaskKind::Countdown => "countdown",
         }
     }
@@ -85,6 +95,8 @@ impl TaskKind {
         match self {
             // 18 digits keeps every sum inside u64.
             TaskKind::Arith | TaskKind::Carry => (1, 18),
+            // 899 + 11 * 9 < 1000: every value keeps three digits.
+            TaskKind::Chain => (1, 11),
             // One number would need no operation; 8 keeps uniqueness checks cheap (3^7 sequences).
             TaskKind::Countdown => (2, 8),
         }
@@ -169,6 +181,7 @@ pub fn generate_mixed(
         let problem = match kind {
             TaskKind::Arith => arith_problem(&mut rng, difficulty),
             TaskKind::Carry => carry_problem(&mut rng, difficulty),
+            TaskKind::Chain => chain_problem(&mut rng, difficulty),
             TaskKind::Countdown => match countdown_problem(&mut rng, difficulty) {
                 Some(p) => p,
                 None => {
@@ -202,7 +215,7 @@ pub fn check(task: TaskKind, record: &Record, completion: &str) -> bool {
         return false;
     };
     match task {
-        TaskKind::Arith | TaskKind::Carry => {
+        TaskKind::Arith | TaskKind::Carry | TaskKind::Chain => {
             record.get("answer").is_some_and(|a| a.trim() == given)
         }
         TaskKind::Countdown => {
@@ -370,6 +383,47 @@ fn carry_trace(a: u64, b: u64, carry: bool) -> (String, u64) {
     let result: u64 = partial.parse().unwrap_or(0);
     lines.push(format!("{ANSWER_MARKER} {result}"));
     (lines.join("\n"), result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// chain
+
+fn chain_problem(rng: &mut ChaCha8Rng, terms: u32) -> Problem {
+    let start: u64 = rng.random_range(100..900);
+    let digits: Vec<u64> = (0..terms).map(|_| rng.random_range(1..10)).collect();
+    let (solution, answer) = chain_trace(start, &digits);
+    // The plausible mistake: one term skipped.
+    let skip = rng.random_range(0..digits.len());
+    let mut fewer = digits.clone();
+    fewer.remove(skip);
+    let wrong: u64 = start + fewer.iter().sum::<u64>();
+    let mut lines: Vec<String> = solution.lines().map(str::to_string).collect();
+    if let Some(last) = lines.last_mut() {
+        *last = format!("{ANSWER_MARKER} {wrong}");
+    }
+    let terms_text: String = digits.iter().map(|d| format!("+{d}")).collect();
+    Problem {
+        prompt: format!("{start}{terms_text}=?\n"),
+        solution,
+        answer: answer.to_string(),
+        rejected: lines.join("\n"),
+    }
+}
+
+/// The rewriting trace: each line adds the first two terms of the one above.
+fn chain_trace(start: u64, digits: &[u64]) -> (String, u64) {
+    let mut lines = Vec::with_capacity(digits.len());
+    let mut acc = start;
+    for (i, d) in digits.iter().enumerate() {
+        acc += d;
+        let rest: String = digits[i + 1..].iter().map(|d| format!("+{d}")).collect();
+        if rest.is_empty() {
+            lines.push(format!("{ANSWER_MARKER} {acc}"));
+        } else {
+            lines.push(format!("{acc}{rest}"));
+        }
+    }
+    (lines.join("\n"), acc)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -552,6 +606,14 @@ mod tests {
     }
 
     #[test]
+    fn chain_trace_rewrites() {
+        let (trace, answer) = chain_trace(517, &[3, 9, 2]);
+        assert_eq!(answer, 531);
+        assert_eq!(trace, "520+9+2\n529+2\n#### 531");
+        assert_eq!(chain_trace(898, &[1]).0, "#### 899");
+    }
+
+    #[test]
     fn carry_trace_passes_state() {
         let (trace, answer) = carry_trace(4821, 3757, true);
         assert_eq!(answer, 8578);
@@ -573,6 +635,8 @@ mod tests {
             ("arith", 3),
             ("carry", 1),
             ("carry", 4),
+            ("chain", 1),
+            ("chain", 6),
             ("countdown", 2),
             ("countdown", 4),
         ] {
