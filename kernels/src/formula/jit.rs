@@ -359,7 +359,23 @@ impl Gen<'_, '_> {
     }
 
     /// Cephes `expf`: x = n ln2 + r, degree-6 polynomial in r, 2^n built in the exponent bits.
+    /// Below the smallest normal result (x < -87.34) the 2^n trick cannot build the exponent,
+    /// so such x are shifted up by 64 ln 2 and the result scaled by 2^-64: the multiply rounds
+    /// into the subnormal range and to 0 exactly as `expf` does, instead of sticking at 1.2e-38.
     fn exp(&mut self, x: Value) -> Value {
+        let lo = self.splat(-87.336_54);
+        let small = self.mask(FloatCC::LessThan, x, lo);
+        let shift = self.splat(64.0 * std::f32::consts::LN_2);
+        let shifted = self.b.ins().fadd(x, shift);
+        let x = self.pick(small, shifted, x);
+        let y = self.exp_normal(x);
+        let tiny = self.splat(f32::from_bits((127 - 64) << 23));
+        let scaled = self.b.ins().fmul(y, tiny);
+        self.pick(small, scaled, y)
+    }
+
+    /// `exp` for results in the normal range (x clamped to it).
+    fn exp_normal(&mut self, x: Value) -> Value {
         let lo = self.splat(-87.336_54);
         let hi = self.splat(88.376_26);
         let x = self.b.ins().fmax(x, lo);
@@ -585,6 +601,21 @@ mod tests {
             0.0,
         );
         check(Fn1::Exp, &[f32::NAN], f64::exp, 0.0);
+    }
+
+    #[test]
+    fn exp_underflows_like_expf() {
+        let xs = [-87.5f32, -90.0, -95.0, -100.0, -103.0, -104.0, -110.0, -200.0, -1e30];
+        let got = run(Fn1::Exp, &xs);
+        for (x, g) in xs.iter().zip(got) {
+            let want = x.exp();
+            // Subnormals carry fewer bits: compare to within a couple of units in the last place.
+            let ulp = f32::from_bits(1);
+            assert!(
+                (g - want).abs() <= 2.0 * ulp + want * 1e-6,
+                "exp({x}) = {g:e}, expf gives {want:e}"
+            );
+        }
     }
 
     #[test]
