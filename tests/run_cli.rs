@@ -320,3 +320,45 @@ fn missing_file_is_a_usage_error() {
     let o = post(&["run", "/nonexistent/x.post"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn compare_reads_finished_runs_back() {
+    let dir = temp_dir("compare");
+    let (a, b) = (dir.join("short"), dir.join("long"));
+    for (out, steps) in [(&a, 3), (&b, 6)] {
+        let graph = write_graph(&dir, &small_graph(steps, task_data()));
+        let o = post(&["run", &graph, "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let cmp = dir.join("cmp");
+    let o = post(&[
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--reference",
+        "short",
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        table.contains("| short |") && table.contains("| long |"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cmp.join("comparison.json")).unwrap())
+            .unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["steps"], 3);
+    assert_eq!(runs[1]["steps"], 6);
+    // The reference reaches its own final value at the latest by its last eval.
+    assert!(runs[0]["steps_to_reference"].as_u64().unwrap() <= 3);
+    // Supervised runs train on whole expert traces.
+    assert_eq!(runs[0]["expert_token_frac"], 1.0);
+    assert!(cmp.join("comparison.svg").is_file() && cmp.join("comparison.md").is_file());
+
+    let o = post(&["compare", dir.join("nope").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("metrics.jsonl"), "{}", text(&o));
+}

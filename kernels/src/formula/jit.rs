@@ -605,7 +605,9 @@ mod tests {
 
     #[test]
     fn exp_underflows_like_expf() {
-        let xs = [-87.5f32, -90.0, -95.0, -100.0, -103.0, -104.0, -110.0, -200.0, -1e30];
+        let xs = [
+            -87.5f32, -90.0, -95.0, -100.0, -103.0, -104.0, -110.0, -200.0, -1e30,
+        ];
         let got = run(Fn1::Exp, &xs);
         for (x, g) in xs.iter().zip(got) {
             let want = x.exp();
