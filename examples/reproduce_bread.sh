@@ -10,7 +10,7 @@ if [ -n "${POST:-}" ]; then
   post() { "$POST" "$@"; }
 else
   cargo build --release --quiet
-  post() { target/release/post "$@"; }
+  post() { "${CARGO_TARGET_DIR:-target}/release/post" "$@"; }
 fi
 post run examples/bread_base.post --out runs/bread_base
 for x in grpo sft_then_grpo bread; do
