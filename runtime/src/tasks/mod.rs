@@ -14,20 +14,19 @@
 //!   digits written so far. A model that does not carry correctly gets almost every problem wrong
 //!   once numbers have several digits.
 //! - `carry`: the same sums written as a state-passing scratchpad, so that every line is computed
-//!   from the line above alone and no step needs to know how far it is into the problem. For
+//!   from the line above alone. For
 //!   `4821+3757` the trace is `482+375,0:8`, `48+37,0:78`, `4+3,1:578`, `+,0:8578`, `#### 8578`:
-//!   each line keeps the digits not yet added, the carry, and the result digits so far. This is
-//!   the task of the BREAD reproduction: a model trained on short sums meets longer numbers and
-//!   longer partial results than it has seen in the first lines, while the last lines of a long
-//!   problem look like the lines of a short one, so an expert prefix brings success within reach
-//!   and the reachable region grows backwards as the model learns.
+//!   each line keeps the digits not yet added, the carry, and the result digits so far. Longer
+//!   numbers still mean longer strings to copy: the `tiny` model trained on 1 to 4 digits does not extend it to 5 (measured, see
+//!   the BREAD notes in README).
 //! - `chain`: a 3-digit start and `difficulty` single digits to add left to right, solved by
 //!   rewriting: each line is the line above with its first two terms added, so every step is
 //!   the same local rewrite whatever the problem's size. For `517+3+9+2` the trace is
 //!   `520+9+2`, `529+2`, `#### 531`. After an expert prefix of `k` lines the rest of the trace
-//!   is exactly the trace of a shorter problem: a model trained on short chains can finish long
-//!   ones from a late enough prefix, and learning to rewrite one line longer than it has seen
-//!   moves the reachable region back by one step (BREAD's curriculum).
+//!   is exactly the trace of a shorter problem, so a late enough expert prefix brings a long
+//!   chain within reach of a model trained on short ones (the task of the BREAD reproduction;
+//!   measured for `tiny` after SFT on 1 to 4 digits, 5-digit chains: success 92% from the
+//!   4-line prefix, 1 to 7% from shorter ones).
 //! - `countdown`: `difficulty` numbers (1..=9) in a fixed order and a target; the numbers are
 //!   combined left to right with `+`, `-` or `*` (every intermediate value non-negative). Only
 //!   problems with exactly one operator sequence reaching the target are generated, so the answer
