@@ -1360,3 +1360,99 @@ fn stdlib_fdiv_sft_matches_the_reference() {
         );
     }
 }
+
+/// The training step's fused path (`evaluate_loss_fused`: the formula JIT-compiled by
+/// Cranelift around candle reductions) gives the loss and the gradient of the unfused
+/// evaluator on every stdlib objective, in f32 (the dtype training uses).
+#[test]
+fn fused_training_path_equals_the_evaluator_on_every_stdlib_objective() {
+    use post_runtime::objectives::{FusedLoss, evaluate_loss_fused};
+    let objectives = [
+        "grpo(explore(policy, n = 4, max_tokens = 24 tokens), correct, eps_high = 0.28, beta = 0.05, kl = k3)",
+        "grpo(explore(policy, n = 4), correct, beta = 0.04, kl = k1, scale = batch, aggregate = token_mean)",
+        "grpo(explore(policy, n = 4), correct, beta = 0.1, kl = k2, updates = 2)",
+        "dr_grpo(explore(policy, n = 4), correct)",
+        "rloo(explore(policy, n = 4), correct)",
+        "dpo(train.solution, train.rejected, beta = 0.2, loss = sigmoid)",
+        "dpo(train.solution, train.rejected, beta = 0.2, loss = ipo)",
+        "dpo(train.solution, train.rejected, beta = 0.2, loss = hinge)",
+        "sft(train.solution)",
+        "qfft(train.solution)",
+        "fdiv_sft(train.solution, explore(ref, n = 1), divergence = chi2)",
+        "fdiv_sft(train.solution, explore(ref, n = 1), divergence = hellinger)",
+        "fdiv_sft(train.solution, explore(ref, n = 1), divergence = js)",
+        "irft(train.solution, explore(policy, n = 1), beta = 0.1)",
+        "ranking_hinge(train.solution, explore(policy, n = 1), margin = 0.3)",
+    ];
+    let f32_of = |rows: &[Vec<f64>]| to_tensor(rows).to_dtype(DType::F32).expect("f32");
+    for (i, obj) in objectives.iter().enumerate() {
+        let c = compile_objective(obj);
+        let fused = FusedLoss::new(&c.loss).unwrap_or_else(|e| panic!("{obj}: {e}"));
+        let mut rng = ChaCha8Rng::seed_from_u64(9_000 + i as u64);
+        let slots = c.slots(&mut rng);
+        let hypers: BTreeMap<String, f64> = c.hypers.iter().cloned().collect();
+        let mut results = Vec::new();
+        for use_fused in [false, true] {
+            let mut map = SlotMap::new();
+            let mut vars = Vec::new();
+            for (name, s) in c.slots.iter().zip(&slots) {
+                let var = Var::from_tensor(&f32_of(&s.lp)).expect("var");
+                map.insert(
+                    name.clone(),
+                    SlotTensors {
+                        logp: var.as_tensor().clone(),
+                        ref_logp: Some(f32_of(&s.rf)),
+                        old_logp: Some(f32_of(&s.old)),
+                        mask: f32_of(&s.m),
+                        reward: Some(
+                            Tensor::new(s.r.as_slice(), &Device::Cpu)
+                                .and_then(|t| t.to_dtype(DType::F32))
+                                .expect("reward"),
+                        ),
+                        group_size: s.g,
+                        max_tokens: s.max_tokens,
+                    },
+                );
+                vars.push(var);
+            }
+            let loss = if use_fused {
+                evaluate_loss_fused(&fused, &c.loss, &map, &hypers)
+            } else {
+                evaluate_loss(&c.loss, &map, &hypers)
+            }
+            .unwrap_or_else(|e| panic!("{obj}: {e}"));
+            let value = f64::from(loss.to_scalar::<f32>().expect("scalar"));
+            let grads = loss.backward().expect("backward");
+            let g: Vec<Vec<Vec<f32>>> = vars
+                .iter()
+                .map(|v| match grads.get(v.as_tensor()) {
+                    Some(g) => g.to_vec2::<f32>().expect("grad"),
+                    None => v.as_tensor().zeros_like().unwrap().to_vec2().unwrap(),
+                })
+                .collect();
+            results.push((value, g));
+        }
+        let ((v0, g0), (v1, g1)) = (&results[0], &results[1]);
+        assert!(
+            (v0 - v1).abs() <= 1e-5 * v0.abs().max(1.0),
+            "{obj}: loss {v1} fused vs {v0}"
+        );
+        let scale = g0
+            .iter()
+            .flatten()
+            .flatten()
+            .fold(0f32, |m, x| m.max(x.abs()))
+            .max(1e-6);
+        for (a, b) in g0
+            .iter()
+            .flatten()
+            .flatten()
+            .zip(g1.iter().flatten().flatten())
+        {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{obj}: gradient {b} fused vs {a} (max |grad| {scale})"
+            );
+        }
+    }
+}

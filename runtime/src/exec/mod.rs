@@ -13,7 +13,7 @@
 //!    objective's `updates_per_batch` updates and each gradient-accumulation micro-batch, fill
 //!    every slot (policy log-probabilities with gradient, the frozen reference's, `old_logp`
 //!    fixed at the first update, completion-only masks, rewards), evaluate the loss
-//!    (`crate::objectives::evaluate_loss`), backpropagate and accumulate; average, clip by
+//!    (`crate::objectives::evaluate_loss_fused` with fusion on, else `evaluate_loss`), backpropagate and accumulate; average, clip by
 //!    global norm, and apply the optimiser with the scheduled learning rate. `eval` blocks run
 //!    before a stage's first step, every `every` steps and after its last step. Checkpoints are
 //!    written every `checkpoint_every` steps and at the end of each stage; at the end of the run
@@ -41,7 +41,7 @@ use crate::checkpoint::{self, CHECKPOINT_FORMAT, CheckpointData, CheckpointState
 use crate::data::{self, Batcher, DataError, Dataset, Record};
 use crate::memory;
 use crate::model::Transformer;
-use crate::objectives::{SlotMap, evaluate_loss};
+use crate::objectives::{SlotMap, evaluate_loss, evaluate_loss_fused, plan_fused};
 use crate::optim::{Grads, Optimizer, Params};
 use crate::output::{self, MetricGoal, MetricsWriter, Progress, StepRecord, Summary};
 use crate::rollouts::{RolloutBatch, RolloutState};
@@ -973,6 +973,8 @@ impl Runner<'_> {
         if stage_step >= stage.steps {
             return Ok(None);
         }
+        // Planned (and JIT-compiled, or fetched from the kernel cache) once per stage.
+        let fused = plan_fused(&stage.objective.loss);
         if stage_step == 0 {
             self.retake_snapshots(stage)?;
         }
@@ -1146,8 +1148,13 @@ impl Runner<'_> {
                         }
                         slot_map.insert(slot.name.clone(), st);
                     }
-                    let loss = evaluate_loss(&stage.objective.loss, &slot_map, &hypers)
-                        .ctx(|| format!("stage `{name}`: objective `{}`", stage.objective.name))?;
+                    let loss = match &fused {
+                        Some(f) => {
+                            evaluate_loss_fused(f, &stage.objective.loss, &slot_map, &hypers)
+                        }
+                        None => evaluate_loss(&stage.objective.loss, &slot_map, &hypers),
+                    }
+                    .ctx(|| format!("stage `{name}`: objective `{}`", stage.objective.name))?;
                     let value = loss
                         .to_dtype(DType::F64)
                         .and_then(|l| l.to_scalar::<f64>())

@@ -140,6 +140,57 @@ pub fn evaluate_loss(
     }
 }
 
+/// An objective planned for the fused path: the element-wise parts of its formula compiled by
+/// `post_kernels::formula` (Cranelift on the CPU) around candle reductions.
+pub use post_kernels::formula::FusedLoss;
+
+/// Plan `expr` for [`evaluate_loss_fused`]; `None` when fusion is off (`POST_FUSED=0`) or the
+/// formula cannot be planned (then [`evaluate_loss`] is the path).
+pub fn plan_fused(expr: &Expr) -> Option<FusedLoss> {
+    if !crate::fusion::kernels_enabled() {
+        return None;
+    }
+    FusedLoss::new(expr).ok()
+}
+
+/// [`evaluate_loss`] through fused kernels: the same value and gradient (the parity tests
+/// check both), for f32 slots on the CPU; any other dtype or device takes [`evaluate_loss`].
+pub fn evaluate_loss_fused(
+    fused: &FusedLoss,
+    expr: &Expr,
+    slots: &SlotMap,
+    hypers: &BTreeMap<String, f64>,
+) -> Result<Tensor> {
+    let Some(first) = slots.values().next() else {
+        bail!("objective has no slots to evaluate on");
+    };
+    if first.logp.dtype() != DType::F32 || !first.logp.device().is_cpu() {
+        return evaluate_loss(expr, slots, hypers);
+    }
+    let mut inputs = BTreeMap::new();
+    for (name, s) in slots {
+        s.validate(name)?;
+        let f32 = |t: &Option<Tensor>| {
+            t.as_ref()
+                .map(|t| t.detach().to_dtype(DType::F32))
+                .transpose()
+        };
+        inputs.insert(
+            name.clone(),
+            post_kernels::formula::SlotInputs {
+                logp: s.logp.clone(),
+                ref_logp: f32(&s.ref_logp)?,
+                old_logp: f32(&s.old_logp)?,
+                mask: s.mask.detach().to_dtype(DType::F32)?,
+                reward: f32(&s.reward)?,
+                max_tokens: Some(s.max_tokens as f64),
+                group_size: s.group_size,
+            },
+        );
+    }
+    fused.evaluate(&inputs, hypers)
+}
+
 /// Evaluate a sequence-level expression (e.g. a GRPO advantage, for logging): one value per
 /// sequence, detached.
 pub fn evaluate_per_seq(
