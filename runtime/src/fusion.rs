@@ -2,8 +2,9 @@
 //!
 //! With fusion on, the training forward of [`crate::model::Transformer`] uses
 //! `post_kernels::ops::{rms_norm, rope, softmax_last_dim}` and [`crate::logprob::token_logprobs`]
-//! uses `post_kernels::ops::token_logprobs`; with it off, both use the composed candle ops, which
-//! stay as the reference implementation. The fused kernels compute in f32, so any other dtype
+//! uses `post_kernels::ops::token_logprobs`, and the trainer evaluates each stage's objective
+//! through `post_kernels::formula::FusedLoss` (its formula JIT-compiled once per stage); with it
+//! off, all of them use the composed candle ops, which stay as the reference implementation. The fused kernels compute in f32, so any other dtype
 //! (f64 gradient checks, bf16) always takes the composed path.
 //!
 //! The process default is read once from the environment variable `POST_FUSED`: `0`, `off`,
