@@ -112,6 +112,17 @@ impl SlotTensors {
 /// Slots by name, as the objective's `Expr::Input { slot, .. }` names them.
 pub type SlotMap = BTreeMap<String, SlotTensors>;
 
+/// Check every slot's shapes; the first slot (its dtype and device are the loss's).
+fn validated(slots: &SlotMap) -> Result<&SlotTensors> {
+    let Some(first) = slots.values().next() else {
+        bail!("objective has no slots to evaluate on");
+    };
+    for (name, s) in slots {
+        s.validate(name)?;
+    }
+    Ok(first)
+}
+
 /// Evaluate the scalar loss `expr` on `slots`, with `hypers` giving every `Expr::Hyper`.
 ///
 /// The result is a 0-d tensor in the dtype of the slots' `logp`, differentiable through `logp`.
@@ -120,12 +131,7 @@ pub fn evaluate_loss(
     slots: &SlotMap,
     hypers: &BTreeMap<String, f64>,
 ) -> Result<Tensor> {
-    let Some(first) = slots.values().next() else {
-        bail!("objective has no slots to evaluate on");
-    };
-    for (name, s) in slots {
-        s.validate(name)?;
-    }
+    let first = validated(slots)?;
     let ctx = Ctx {
         slots,
         hypers,
@@ -161,15 +167,12 @@ pub fn evaluate_loss_fused(
     slots: &SlotMap,
     hypers: &BTreeMap<String, f64>,
 ) -> Result<Tensor> {
-    let Some(first) = slots.values().next() else {
-        bail!("objective has no slots to evaluate on");
-    };
+    let first = validated(slots)?;
     if first.logp.dtype() != DType::F32 || !first.logp.device().is_cpu() {
         return evaluate_loss(expr, slots, hypers);
     }
     let mut inputs = BTreeMap::new();
     for (name, s) in slots {
-        s.validate(name)?;
         let f32 = |t: &Option<Tensor>| {
             t.as_ref()
                 .map(|t| t.detach().to_dtype(DType::F32))

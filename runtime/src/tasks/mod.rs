@@ -328,11 +328,16 @@ fn arith_trace(a: u64, b: u64, carry: bool) -> (String, u64) {
 
 fn arith_off_by_one(a: u64, b: u64) -> String {
     let (good, answer) = arith_trace(a, b, true);
-    let wrong = answer + 1;
-    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
-    if let Some(last) = lines.last_mut() {
-        *last = format!("{ANSWER_MARKER} {wrong}");
-    }
+    with_answer(&good, answer + 1)
+}
+
+/// `solution` with its final answer line replaced by `wrong`: a trace whose steps look right
+/// but whose answer is not.
+fn with_answer(solution: &str, wrong: u64) -> String {
+    let mut lines: Vec<&str> = solution.lines().collect();
+    lines.pop();
+    let last = format!("{ANSWER_MARKER} {wrong}");
+    lines.push(&last);
     lines.join("\n")
 }
 
@@ -345,11 +350,7 @@ fn carry_problem(rng: &mut ChaCha8Rng, digits: u32) -> Problem {
     let (solution, answer) = carry_trace(a, b, true);
     let (mut rejected, rejected_answer) = carry_trace(a, b, false);
     if rejected_answer == answer {
-        let mut lines: Vec<String> = solution.lines().map(str::to_string).collect();
-        if let Some(last) = lines.last_mut() {
-            *last = format!("{ANSWER_MARKER} {}", answer + 1);
-        }
-        rejected = lines.join("\n");
+        rejected = with_answer(&solution, answer + 1);
     }
     Problem {
         prompt: format!("{a}+{b}=?\n"),
@@ -396,16 +397,13 @@ fn chain_problem(rng: &mut ChaCha8Rng, terms: u32) -> Problem {
     let mut fewer = digits.clone();
     fewer.remove(skip);
     let wrong: u64 = start + fewer.iter().sum::<u64>();
-    let mut lines: Vec<String> = solution.lines().map(str::to_string).collect();
-    if let Some(last) = lines.last_mut() {
-        *last = format!("{ANSWER_MARKER} {wrong}");
-    }
+    let rejected = with_answer(&solution, wrong);
     let terms_text: String = digits.iter().map(|d| format!("+{d}")).collect();
     Problem {
         prompt: format!("{start}{terms_text}=?\n"),
         solution,
         answer: answer.to_string(),
-        rejected: lines.join("\n"),
+        rejected,
     }
 }
 
