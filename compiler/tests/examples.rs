@@ -129,3 +129,24 @@ fn sft_loss_is_the_masked_token_mean_nll() {
     );
     assert_eq!(o.loss, expected);
 }
+
+#[test]
+fn bread_rollout_passes_its_anchor_option_on() {
+    for (anchor, want) in [
+        ("", post_graph::BranchAnchor::None),
+        (", anchor = original", post_graph::BranchAnchor::Original),
+        (", anchor = boundary", post_graph::BranchAnchor::Boundary),
+    ] {
+        let src = format!(
+            "use std.objectives.{{bread}}\nuse std.rollouts.{{bread_rollout}}\nexperiment e {{\n  model policy = preset(\"tiny\")\n  data train = task(\"chain\")\n  reward r(s) = if number(answer(s.completion)) == number(s.answer) then 1 else 0\n  rollout explore = bread_rollout(policy, r{anchor})\n  stage rl {{\n    data = train\n    steps = 1\n    batch = 2 prompts\n    rollout = explore\n    objective = bread(reward = r)\n  }}\n}}\n"
+        );
+        let c = compile_source(&MemoryFs::new(), "t.post", src);
+        assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+        let g = c.graph.expect("a graph");
+        let got = g.rollouts.iter().find_map(|r| match &r.policy {
+            post_graph::Rollout::Branched { anchor, .. } => Some(*anchor),
+            _ => None,
+        });
+        assert_eq!(got, Some(want), "{anchor}");
+    }
+}

@@ -325,6 +325,11 @@ pub enum Rollout {
         step_delimiter: String,
         search: PrefixSearch,
         remember: bool,
+        /// What fills a group whose shortest successful prefix succeeded every time (equal
+        /// rewards would give it zero advantage). Absent in graphs written before it existed,
+        /// which behaved as `Boundary`.
+        #[serde(default)]
+        anchor: BranchAnchor,
     },
     /// Transfer-Q*: at each step, expand the base model's top-`k` tokens, score each by the
     /// reward of a `lookahead`-token greedy rollout of `baseline`, sample from
@@ -360,6 +365,20 @@ impl Rollout {
             | Rollout::VerifierStopped { base, .. } => base,
         }
     }
+}
+
+/// How BREAD treats a branched group in which every continuation succeeded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BranchAnchor {
+    /// Half the successes, filled with the failures of the longest failing prefix (or of the
+    /// original rollouts): a group with mixed contexts.
+    #[default]
+    Boundary,
+    /// Half the successes, filled with the original (prompt-only) failed rollouts.
+    Original,
+    /// The group as it is: equal rewards, zero advantage, no update from it.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

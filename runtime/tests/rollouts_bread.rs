@@ -6,7 +6,9 @@
 //! memory and the slot tensors.
 
 use candle_core::{DType, Device};
-use post_graph::{GRAPH_VERSION, Graph, PrefixSearch, RExpr, RFunc, RewardNode, Rollout, Sampling};
+use post_graph::{
+    BranchAnchor, GRAPH_VERSION, Graph, PrefixSearch, RExpr, RFunc, RewardNode, Rollout, Sampling,
+};
 use post_runtime::data::Record;
 use post_runtime::exec::encode_prompt;
 use post_runtime::model::{ModelOptions, Transformer, presets};
@@ -82,6 +84,10 @@ fn tiny() -> Transformer {
 }
 
 fn bread(n: usize, search: PrefixSearch) -> Rollout {
+    bread_anchored(n, search, BranchAnchor::Boundary)
+}
+
+fn bread_anchored(n: usize, search: PrefixSearch, anchor: BranchAnchor) -> Rollout {
     Rollout::Branched {
         base: sampling(n, 10),
         reward: "hit".into(),
@@ -90,6 +96,53 @@ fn bread(n: usize, search: PrefixSearch) -> Rollout {
         step_delimiter: "\n".into(),
         search,
         remember: true,
+        anchor,
+    }
+}
+
+#[test]
+fn anchor_decides_what_fills_a_group_that_always_succeeded() {
+    let model = tiny();
+    let tok = Tokenizer::builtin_char();
+    let graph = graph_with_reward("hit", contains_needle());
+    let recs = records(3);
+    let refs: Vec<&Record> = recs.iter().collect();
+    let n = 4;
+    for anchor in [BranchAnchor::None, BranchAnchor::Original] {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut state = RolloutState::default();
+        let batch = state
+            .run(
+                &graph,
+                &bread_anchored(n, PrefixSearch::Binary, anchor),
+                None,
+                &model,
+                &tok,
+                &refs,
+                &mut rng,
+            )
+            .expect("rollout");
+        assert_eq!(batch.stats.branched, 3);
+        for (i, r) in refs.iter().enumerate() {
+            let steps = split_steps(r.get("solution").expect("solution"), "\n");
+            let prefix = prefix_text(&steps, 3, "\n");
+            let group = &batch.seqs[i * n..(i + 1) * n];
+            let kept = if anchor == BranchAnchor::None {
+                n
+            } else {
+                n / 2
+            };
+            for s in &group[..kept] {
+                assert_eq!(s.prefix_steps, 3);
+                assert!(s.text.starts_with(&prefix) && s.success);
+            }
+            // `original`: the prompt-only rollouts that all failed fill the rest.
+            for s in &group[kept..] {
+                assert_eq!(s.prefix_steps, 0);
+                assert_eq!(s.prefix_tokens, 0);
+                assert!(!s.success && s.reward == 0.0);
+            }
+        }
     }
 }
 

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use post_graph::{
-    Condition, DataSource, MetricKind, ModelSource, Optimizer, PrefixSearch, Rollout, Sampling,
-    Schedule, Shape, Split, Summary, Transform,
+    BranchAnchor, Condition, DataSource, MetricKind, ModelSource, Optimizer, PrefixSearch, Rollout,
+    Sampling, Schedule, Shape, Split, Summary, Transform,
 };
 
 use super::{Checker, DataVal, RolloutVal, Unit, Value, num_of};
@@ -420,7 +420,16 @@ pub fn bind(
             Some(ai) => {
                 let a = &args[ai];
                 let v = match prm.ty {
-                    T::Sym(opts) => symbol(c, &a.value, opts),
+                    T::Sym(opts) => match (&a.value.kind, locals) {
+                        // A template's own option parameter passed on (`anchor = anchor`).
+                        (ExprKind::Name(n), l) if !opts.contains(&n.as_str()) => match l.get(n) {
+                            Some(Value::Sym(s)) if opts.contains(&s.as_str()) => {
+                                Some(Value::Sym(s.clone()))
+                            }
+                            _ => symbol(c, &a.value, opts),
+                        },
+                        _ => symbol(c, &a.value, opts),
+                    },
                     t => c.eval_as(module, &a.value, t, locals, &format!("{path}.{}", prm.name)),
                 };
                 let v = v.and_then(|v| check_range(c, v, prm, a.value.span));
@@ -879,6 +888,11 @@ pub fn call(
             p("step_delimiter", T::Str, D::Str("\n")),
             p("search", T::Sym(&["binary", "linear"]), D::Sym("binary")),
             p("remember", T::Bool, D::Bool(true)),
+            p(
+                "anchor",
+                T::Sym(&["none", "original", "boundary"]),
+                D::Sym("none"),
+            ),
         ],
         "guided" => &[
             p("base", T::Sampling, D::Req),
@@ -1126,6 +1140,11 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                 PrefixSearch::Binary
             },
             remember: b.bool("remember"),
+            anchor: match b.str("anchor").as_str() {
+                "original" => BranchAnchor::Original,
+                "boundary" => BranchAnchor::Boundary,
+                _ => BranchAnchor::None,
+            },
         }),
         "guided" => rollout(Rollout::Guided {
             base: b.sampling("base")?,

@@ -297,6 +297,12 @@ pub const BUILTINS: &[BuiltinDoc] = &[
                 "true",
                 "keep each example's prefix length between steps",
             ),
+            def(
+                "anchor",
+                "none | original | boundary",
+                "none",
+                "what fills a branched group whose every continuation succeeded: nothing (no update), the original failed rollouts, or the failures of the longest failing prefix",
+            ),
         ],
         "rollout",
         "BREAD: when a whole group fails, restart it from the shortest prefix of the expert trace that lets the policy succeed (per-example adaptive state).",

@@ -18,10 +18,15 @@
 //! 3. the group trained on is the `n` continuations at the shortest successful `k` (if no
 //!    prefix succeeds, the original group, whose equal rewards give zero advantage). Its
 //!    context is prompt + prefix: the prefix tokens are context and carry no loss. When every
-//!    continuation at `k` succeeds, equal rewards would again give zero advantage, so the group
-//!    keeps the first `ceil(n/2)` of them and is filled with failures of the longest failing
-//!    probe (or of the original rollouts): a group with mixed contexts, whose advantage pushes
-//!    up the anchored successes and down what the model writes at the boundary.
+//!    continuation at `k` succeeds, equal rewards give zero advantage. `anchor` decides what
+//!    happens then: `none` keeps the group as it is (no update from it); `boundary` keeps the
+//!    first `ceil(n/2)` successes and fills the group with failures of the longest failing
+//!    probe (or of the original rollouts), `original` fills it with the original failed
+//!    rollouts: groups with mixed contexts, whose advantage pushes up the anchored successes
+//!    and down what the model wrote elsewhere. Measured on `chain` (README): the mixed groups
+//!    push down failures whose later tokens are mostly right (the arithmetic the anchored
+//!    successes need), and at lr >= 2e-4 the `boundary` runs lost even the last step within 25
+//!    RL steps, while `none` moved the frontier; hence the default `none`.
 //!
 //! A batch thus mixes contexts (prompt only, prompt + prefixes of various lengths, within and
 //! across groups); advantages are computed within each group, over consecutive runs of `n`
@@ -35,7 +40,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Result, Tensor, bail};
-use post_graph::{Graph, PrefixSearch, Rollout, Sampling};
+use post_graph::{BranchAnchor, Graph, PrefixSearch, Rollout, Sampling};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -338,6 +343,7 @@ impl RolloutState {
                 step_delimiter,
                 search,
                 remember,
+                anchor,
             } => self.branched(
                 graph,
                 BranchedSpec {
@@ -349,6 +355,7 @@ impl RolloutState {
                     delimiter: step_delimiter,
                     search: *search,
                     remember: *remember,
+                    anchor: *anchor,
                 },
                 model,
                 tok,
@@ -465,13 +472,12 @@ impl RolloutState {
                     stats.expert_tokens_used += best.prefix_tokens;
                     let all_succeed = !best.success.contains(&false);
                     let mut seqs = best.into_seqs(s.group);
-                    if all_succeed && seqs.len() >= 2 {
-                        // Equal rewards would give zero advantage: anchor the group on the
-                        // failures at the boundary (the longest failing prefix, else the
-                        // original rollouts), a group with mixed contexts.
-                        let failed = match s.below {
-                            Some(b) => b.into_seqs(s.group),
-                            None => std::mem::take(&mut out[s.group]),
+                    if all_succeed && seqs.len() >= 2 && spec.anchor != BranchAnchor::None {
+                        // Equal rewards would give zero advantage: anchor the group on
+                        // failures, a group with mixed contexts.
+                        let failed = match (spec.anchor, s.below) {
+                            (BranchAnchor::Boundary, Some(b)) => b.into_seqs(s.group),
+                            _ => std::mem::take(&mut out[s.group]),
                         };
                         let keep = seqs.len().div_ceil(2);
                         let fill = seqs.len() - keep;
@@ -506,6 +512,7 @@ struct BranchedSpec<'a> {
     delimiter: &'a str,
     search: PrefixSearch,
     remember: bool,
+    anchor: BranchAnchor,
 }
 
 /// Scores a sample with the slot's reward and, for BREAD, the success criterion.

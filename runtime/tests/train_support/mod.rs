@@ -209,6 +209,7 @@ pub fn grpo_graph(spec: &SftSpec, n: usize, branched: bool) -> Graph {
                 step_delimiter: "\n".into(),
                 search: PrefixSearch::Binary,
                 remember: true,
+                anchor: BranchAnchor::Boundary,
             }
         } else {
             Rollout::Sample(base)

@@ -1,0 +1,126 @@
+//! Success rate of a checkpoint from each expert-prefix length on held-out problems of a built-in
+//! task: the curve that decides whether BREAD's branched rollouts can help (a slope lets the
+//! prefix shrink as the model learns; a cliff leaves nothing to learn from below it).
+//!   cargo run --release -p post-runtime --example prefix_probe -- \
+//!     MODEL_DIR TASK DIFFICULTY [PROBLEMS=30] [SAMPLES=8] [TEMPERATURE=1] [SHOW_FAILURES=0]
+//! `PROBE_FIELD` names the record field holding the expert trace (default `solution`).
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use post_runtime::generate::{SamplingParams, generate};
+use post_runtime::rollouts::{prefix_text, split_steps};
+use post_runtime::tasks::{TaskKind, TaskSplit, check, generate as gen_task};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+fn encode_prompt(
+    tok: &post_runtime::tokenizer::Tokenizer,
+    prompt: &str,
+) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
+    let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
+    ids.extend(tok.encode(prompt)?);
+    Ok(ids)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        return Err(
+            "usage: prefix_probe MODEL_DIR TASK DIFFICULTY [PROBLEMS] [SAMPLES] [TEMPERATURE]"
+                .into(),
+        );
+    }
+    let dir = Path::new(&args[1]);
+    let task = &args[2];
+    let difficulty: u32 = args[3].parse()?;
+    let problems: usize = args.get(4).map_or(Ok(30), |s| s.parse())?;
+    let samples: usize = args.get(5).map_or(Ok(8), |s| s.parse())?;
+    let temperature: f64 = args.get(6).map_or(Ok(1.0), |s| s.parse())?;
+    let show: usize = args.get(7).map_or(Ok(0), |s| s.parse())?;
+    let m = post_runtime::hf::load(dir, DType::F32, &Device::Cpu)?;
+    let tok = m.tokenizer.ok_or("no tokenizer.json")?;
+    let kind = TaskKind::parse(task)?;
+    let records = gen_task(task, TaskSplit::Test, problems, difficulty, 1)?;
+    let params = SamplingParams {
+        temperature,
+        max_tokens: 128,
+        ..SamplingParams::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let field = std::env::var("PROBE_FIELD").unwrap_or_else(|_| "solution".to_string());
+    let max_steps = records
+        .iter()
+        .map(|r| split_steps(r.get(&field).unwrap_or(""), "\n").len())
+        .max()
+        .unwrap_or(1);
+    let mut greedy_ok = 0;
+    for r in &records {
+        let p = encode_prompt(&tok, r.get("prompt").unwrap_or(""))?;
+        let g = generate(
+            &m.model,
+            Some(&tok),
+            &[p],
+            &SamplingParams {
+                max_tokens: 128,
+                ..SamplingParams::default()
+            },
+            &mut rng,
+        )?;
+        if check(kind, r, g[0].text.as_deref().unwrap_or("")) {
+            greedy_ok += 1;
+        }
+    }
+    println!(
+        "greedy accuracy from the prompt: {:.3}",
+        greedy_ok as f64 / records.len() as f64
+    );
+    println!("k\tsuccess\tgroups_with_a_success");
+    for k in 0..max_steps {
+        let mut prompts = Vec::new();
+        let mut owners = Vec::new();
+        for (ri, r) in records.iter().enumerate() {
+            let steps = split_steps(r.get(&field).unwrap_or(""), "\n");
+            if k >= steps.len() {
+                continue;
+            }
+            let mut p = encode_prompt(&tok, r.get("prompt").unwrap_or(""))?;
+            let prefix = prefix_text(&steps, k, "\n");
+            p.extend(tok.encode(&prefix)?);
+            for _ in 0..samples {
+                prompts.push(p.clone());
+                owners.push((ri, prefix.clone()));
+            }
+        }
+        if prompts.is_empty() {
+            break;
+        }
+        let mut shown = 0;
+        let mut ok = vec![0usize; records.len()];
+        let mut total = 0;
+        for (chunk, own) in prompts.chunks(64).zip(owners.chunks(64)) {
+            let gens = generate(&m.model, Some(&tok), chunk, &params, &mut rng)?;
+            for (g, (ri, prefix)) in gens.iter().zip(own) {
+                let text = format!("{prefix}{}", g.text.as_deref().unwrap_or(""));
+                if check(kind, &records[*ri], &text) {
+                    ok[*ri] += 1;
+                    total += 1;
+                } else if shown < show {
+                    shown += 1;
+                    eprintln!(
+                        "  k={k} prompt {:?} expert {:?}\n    got {:?}",
+                        records[*ri].get("prompt").unwrap_or(""),
+                        records[*ri].get(&field).unwrap_or(""),
+                        text
+                    );
+                }
+            }
+        }
+        let groups = records.len();
+        println!(
+            "{k}\t{:.3}\t{:.3}",
+            total as f64 / prompts.len() as f64,
+            ok.iter().filter(|&&c| c > 0).count() as f64 / groups as f64
+        );
+    }
+    Ok(())
+}
