@@ -25,8 +25,9 @@
 //!   `520+9+2`, `529+2`, `#### 531`. After an expert prefix of `k` lines the rest of the trace
 //!   is exactly the trace of a shorter problem, so a late enough expert prefix brings a long
 //!   chain within reach of a model trained on short ones (the task of the BREAD reproduction;
-//!   measured for `tiny` after SFT on 1 to 4 digits, 5-digit chains: success 92% from the
-//!   4-line prefix, 1 to 7% from shorter ones).
+//!   measured for `tiny` after SFT on 1 to 4 digits, 5-digit chains, n = 8 at T = 1: success
+//!   94% from the 4-line prefix, 18% from 3 lines, 4% / 0% / 4% from 2 / 1 / 0 lines: the base
+//!   copies the wrong tail digits after a 5-term prompt; `runtime/examples/prefix_probe.rs`).
 //! - `countdown`: `difficulty` numbers (1..=9) in a fixed order and a target; the numbers are
 //!   combined left to right with `+`, `-` or `*` (every intermediate value non-negative). Only
 //!   problems with exactly one operator sequence reaching the target are generated, so the answer
