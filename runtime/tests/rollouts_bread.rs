@@ -12,7 +12,7 @@ use post_graph::{
 use post_runtime::data::Record;
 use post_runtime::exec::encode_prompt;
 use post_runtime::model::{ModelOptions, Transformer, presets};
-use post_runtime::rollouts::{RolloutState, prefix_text, slot_tensors, split_steps};
+use post_runtime::rollouts::{RolloutBatch, RolloutState, prefix_text, slot_tensors, split_steps};
 use post_runtime::tasks::{self, TaskSplit};
 use post_runtime::tokenizer::Tokenizer;
 use rand::SeedableRng;
@@ -100,28 +100,40 @@ fn bread_anchored(n: usize, search: PrefixSearch, anchor: BranchAnchor) -> Rollo
     }
 }
 
+/// One BREAD rollout (binary search, seed 9) of `n` samples over `refs` with the "hit" reward.
+fn run_branched(
+    model: &Transformer,
+    tok: &Tokenizer,
+    refs: &[&Record],
+    anchor: BranchAnchor,
+    n: usize,
+) -> (RolloutState, RolloutBatch) {
+    let graph = graph_with_reward("hit", contains_needle());
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut state = RolloutState::default();
+    let batch = state
+        .run(
+            &graph,
+            &bread_anchored(n, PrefixSearch::Binary, anchor),
+            None,
+            model,
+            tok,
+            refs,
+            &mut rng,
+        )
+        .expect("rollout");
+    (state, batch)
+}
+
 #[test]
 fn anchor_decides_what_fills_a_group_that_always_succeeded() {
     let model = tiny();
     let tok = Tokenizer::builtin_char();
-    let graph = graph_with_reward("hit", contains_needle());
     let recs = records(3);
     let refs: Vec<&Record> = recs.iter().collect();
     let n = 4;
     for anchor in [BranchAnchor::None, BranchAnchor::Original] {
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let mut state = RolloutState::default();
-        let batch = state
-            .run(
-                &graph,
-                &bread_anchored(n, PrefixSearch::Binary, anchor),
-                None,
-                &model,
-                &tok,
-                &refs,
-                &mut rng,
-            )
-            .expect("rollout");
+        let (_, batch) = run_branched(&model, &tok, &refs, anchor, n);
         assert_eq!(batch.stats.branched, 3);
         for (i, r) in refs.iter().enumerate() {
             let steps = split_steps(r.get("solution").expect("solution"), "\n");
@@ -150,23 +162,10 @@ fn anchor_decides_what_fills_a_group_that_always_succeeded() {
 fn branched_rollouts_splice_the_shortest_successful_prefix() {
     let model = tiny();
     let tok = Tokenizer::builtin_char();
-    let graph = graph_with_reward("hit", contains_needle());
     let recs = records(3);
     let refs: Vec<&Record> = recs.iter().collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let mut state = RolloutState::default();
     let n = 4;
-    let batch = state
-        .run(
-            &graph,
-            &bread(n, PrefixSearch::Binary),
-            None,
-            &model,
-            &tok,
-            &refs,
-            &mut rng,
-        )
-        .expect("rollout");
+    let (state, batch) = run_branched(&model, &tok, &refs, BranchAnchor::Boundary, n);
     assert_eq!(batch.group_size, n);
     assert_eq!(batch.seqs.len(), refs.len() * n);
     assert_eq!(batch.stats.groups, 3);
