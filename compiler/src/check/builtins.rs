@@ -420,16 +420,7 @@ pub fn bind(
             Some(ai) => {
                 let a = &args[ai];
                 let v = match prm.ty {
-                    T::Sym(opts) => match (&a.value.kind, locals) {
-                        // A template's own option parameter passed on (`anchor = anchor`).
-                        (ExprKind::Name(n), l) if !opts.contains(&n.as_str()) => match l.get(n) {
-                            Some(Value::Sym(s)) if opts.contains(&s.as_str()) => {
-                                Some(Value::Sym(s.clone()))
-                            }
-                            _ => symbol(c, &a.value, opts),
-                        },
-                        _ => symbol(c, &a.value, opts),
-                    },
+                    T::Sym(opts) => symbol_in(c, &a.value, opts, locals),
                     t => c.eval_as(module, &a.value, t, locals, &format!("{path}.{}", prm.name)),
                 };
                 let v = v.and_then(|v| check_range(c, v, prm, a.value.span));
@@ -505,6 +496,30 @@ pub fn check_value_range(c: &mut Checker, v: &Value, r: R, name: &str, span: Spa
 }
 
 /// A symbol argument: a bare name (or string) among `opts`.
+/// [`symbol`] inside a template: a name that is not an option but one of the template's own
+/// option parameters (`anchor = anchor`) stands for that parameter's value.
+pub fn symbol_in(
+    c: &mut Checker,
+    e: &Expr,
+    opts: &[impl AsRef<str>],
+    locals: &HashMap<String, Value>,
+) -> Option<Value> {
+    if let ExprKind::Name(n) = &e.kind
+        && !opts.iter().any(|o| o.as_ref() == n)
+        && let Some(Value::Sym(v)) = locals.get(n)
+    {
+        return symbol(
+            c,
+            &Expr {
+                kind: ExprKind::Name(v.clone()),
+                span: e.span,
+            },
+            opts,
+        );
+    }
+    symbol(c, e, opts)
+}
+
 pub fn symbol(c: &mut Checker, e: &Expr, opts: &[impl AsRef<str>]) -> Option<Value> {
     let name = match &e.kind {
         ExprKind::Name(n) => n.clone(),

@@ -1214,7 +1214,7 @@ impl<'a> Checker<'a> {
         use builtins::PT;
         match ty {
             PT::T(t) => self.eval_as(module, e, *t, locals, path),
-            PT::Sym(opts) => builtins::symbol(self, e, opts),
+            PT::Sym(opts) => builtins::symbol_in(self, e, opts, locals),
             _ => self.eval(module, e, locals, path),
         }
     }
