@@ -819,8 +819,8 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
 }
 
 pub const PRESETS: &[&str] = post_graph::presets::NAMES;
-pub const TASKS: &[&str] = &["arith", "carry", "chain", "countdown"];
-pub const TASK_FIELDS: &[&str] = &["prompt", "solution", "answer", "rejected"];
+pub const TASKS: &[&str] = &["arith", "carry", "chain", "climb", "countdown"];
+pub const TASK_FIELDS: &[&str] = &["prompt", "solution", "steps", "answer", "rejected"];
 
 const SAMPLE_SIG: &[P] = &[
     p("model", T::Model, D::Req),
@@ -862,6 +862,8 @@ fn task_prompt_tokens(task: &str, difficulty: usize) -> usize {
     match task {
         // "123+456=" with a little framing.
         "arith" | "chain" => 2 * difficulty + 8,
+        // "517<600" and a newline.
+        "climb" => 9,
         // "use 3 5 7 to make 24:" and similar.
         _ => 4 * difficulty + 24,
     }
@@ -1049,6 +1051,7 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             let max_d = match task.as_str() {
                 "countdown" => 6,
                 "chain" => 11,
+                "climb" => 20,
                 _ => 12,
             };
             if difficulty > max_d {

@@ -181,14 +181,18 @@ pub const BUILTINS: &[BuiltinDoc] = &[
         "task",
         X,
         &[
-            req("name", "str", "`arith`, `carry`, `chain` or `countdown`"),
+            req(
+                "name",
+                "str",
+                "`arith`, `carry`, `chain`, `climb` or `countdown`",
+            ),
             def("split", "train | test", "train", "which split to generate"),
             def("size", "count", "1000", "number of records"),
             def(
                 "difficulty",
                 "count",
                 "1",
-                "arith, carry: digits (1..=12); chain: digits added (1..=11); countdown: numbers (1..=6)",
+                "arith, carry: digits (1..=12); chain: digits added (1..=11); climb: steps (1..=20); countdown: numbers (1..=6)",
             ),
             opt(
                 "min_difficulty",
@@ -197,7 +201,7 @@ pub const BUILTINS: &[BuiltinDoc] = &[
             ),
         ],
         "data",
-        "A built-in synthetic task. Records have the fields `prompt`, `solution` (a step-by-step trace ending in `#### <answer>`), `answer` and `rejected`.",
+        "A built-in synthetic task. Records have the fields `prompt`, `solution` (the expert's step-by-step trace ending in `#### <answer>`), `steps` (the same trace one step a line: denser than `solution` only for `climb`), `answer` and `rejected`.",
     ),
     b(
         "jsonl",

@@ -53,12 +53,13 @@ pub enum TaskKind {
     Arith,
     Carry,
     Chain,
+    Climb,
     Countdown,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TaskError {
-    #[error("unknown task `{0}` (built-in tasks: arith, carry, chain, countdown)")]
+    #[error("unknown task `{0}` (built-in tasks: arith, carry, chain, climb, countdown)")]
     Unknown(String),
     #[error("task difficulty range {lo}..={hi} is empty")]
     EmptyRange { lo: u32, hi: u32 },
@@ -77,6 +78,7 @@ impl TaskKind {
             "arith" => Ok(TaskKind::Arith),
             "carry" => Ok(TaskKind::Carry),
             "chain" => Ok(TaskKind::Chain),
+            "climb" => Ok(TaskKind::Climb),
             "countdown" => Ok(TaskKind::Countdown),
             other => Err(TaskError::Unknown(other.to_string())),
         }
@@ -87,6 +89,7 @@ impl TaskKind {
             TaskKind::Arith => "arith",
             TaskKind::Carry => "carry",
             TaskKind::Chain => "chain",
+            TaskKind::Climb => "climb",
             TaskKind::Countdown => "countdown",
         }
     }
@@ -97,6 +100,8 @@ impl TaskKind {
             TaskKind::Arith | TaskKind::Carry => (1, 18),
             // 899 + 11 * 9 < 1000: every value keeps three digits.
             TaskKind::Chain => (1, 11),
+            // A 3-digit start climbs at most 19 a step; 20 steps stay below 1000.
+            TaskKind::Climb => (1, 20),
             // One number would need no operation; 8 keeps uniqueness checks cheap (3^7 sequences).
             TaskKind::Countdown => (2, 8),
         }
@@ -182,6 +187,7 @@ pub fn generate_mixed(
             TaskKind::Arith => arith_problem(&mut rng, difficulty),
             TaskKind::Carry => carry_problem(&mut rng, difficulty),
             TaskKind::Chain => chain_problem(&mut rng, difficulty),
+            TaskKind::Climb => climb_problem(&mut rng, difficulty),
             TaskKind::Countdown => match countdown_problem(&mut rng, difficulty) {
                 Some(p) => p,
                 None => {
@@ -215,7 +221,7 @@ pub fn check(task: TaskKind, record: &Record, completion: &str) -> bool {
         return false;
     };
     match task {
-        TaskKind::Arith | TaskKind::Carry | TaskKind::Chain => {
+        TaskKind::Arith | TaskKind::Carry | TaskKind::Chain | TaskKind::Climb => {
             record.get("answer").is_some_and(|a| a.trim() == given)
         }
         TaskKind::Countdown => {
@@ -241,6 +247,8 @@ pub fn final_answer(completion: &str) -> Option<&str> {
 struct Problem {
     prompt: String,
     solution: String,
+    /// The worked trace one step a line, where the expert's `solution` is denser.
+    steps: Option<String>,
     answer: String,
     rejected: String,
 }
@@ -249,6 +257,7 @@ impl Problem {
     fn into_record(self) -> Record {
         let mut r = Record::default();
         r.insert("prompt", self.prompt);
+        r.insert("steps", self.steps.unwrap_or_else(|| self.solution.clone()));
         r.insert("solution", self.solution);
         r.insert("answer", self.answer);
         r.insert("rejected", self.rejected);
@@ -290,6 +299,7 @@ fn arith_problem(rng: &mut ChaCha8Rng, digits: u32) -> Problem {
     Problem {
         prompt,
         solution,
+        steps: None,
         answer: answer.to_string(),
         rejected,
     }
@@ -356,6 +366,7 @@ fn carry_problem(rng: &mut ChaCha8Rng, digits: u32) -> Problem {
     Problem {
         prompt: format!("{a}+{b}=?\n"),
         solution,
+        steps: None,
         answer: answer.to_string(),
         rejected,
     }
@@ -403,6 +414,7 @@ fn chain_problem(rng: &mut ChaCha8Rng, terms: u32) -> Problem {
     Problem {
         prompt: format!("{start}{terms_text}=?\n"),
         solution,
+        steps: None,
         answer: answer.to_string(),
         rejected,
     }
@@ -422,6 +434,65 @@ fn chain_trace(start: u64, digits: &[u64]) -> (String, u64) {
         }
     }
     (lines.join("\n"), acc)
+}
+
+// ---------------------------------------------------------------------------------------------
+// climb
+
+/// One climbing step: add the tens digit, the units digit and one.
+fn climb_step(x: u64) -> u64 {
+    x + (x / 10) % 10 + x % 10 + 1
+}
+
+fn climb_problem(rng: &mut ChaCha8Rng, steps: u32) -> Problem {
+    loop {
+        let start: u64 = rng.random_range(100..1000);
+        let mut xs = vec![start];
+        for _ in 0..steps {
+            xs.push(climb_step(*xs.last().expect("starts non-empty")));
+        }
+        let answer = xs[steps as usize];
+        if answer > 999 {
+            continue;
+        }
+        // The target lies above every value before the last, so exactly `steps` steps reach it.
+        let target = rng.random_range(xs[steps as usize - 1] + 1..=answer);
+        let line = |x: u64| format!("{x}<{target}");
+        let single: Vec<String> = xs[1..steps as usize].iter().map(|&x| line(x)).collect();
+        // The expert writes two steps a line: every other state of the worked trace.
+        let dense: Vec<String> = xs[1..steps as usize]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, &x)| line(x))
+            .collect();
+        let finish = |mut lines: Vec<String>| {
+            lines.push(format!("{ANSWER_MARKER} {answer}"));
+            lines.join("\n")
+        };
+        let steps_text = finish(single);
+        // The plausible mistake: the step before the last forgets the `+1`, and the climb goes
+        // on from the wrong value.
+        let mut wrong = xs[steps as usize - 1] - 1;
+        if steps > 1 {
+            wrong = climb_step(xs[steps as usize - 2]) - 1;
+        }
+        while wrong < target {
+            wrong = climb_step(wrong);
+        }
+        if wrong == answer {
+            wrong = answer + 1;
+        }
+        let solution = finish(dense);
+        let rejected = with_answer(&solution, wrong);
+        return Problem {
+            prompt: format!("{start}<{target}\n"),
+            solution,
+            steps: Some(steps_text),
+            answer: answer.to_string(),
+            rejected,
+        };
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -534,6 +605,7 @@ fn countdown_problem(rng: &mut ChaCha8Rng, count: u32) -> Option<Problem> {
     Some(Problem {
         prompt: format!("{} -> {target}\n", nums_text.join(" ")),
         solution: countdown_trace(&numbers, &ops)?,
+        steps: None,
         answer: countdown_expression(&numbers, &ops),
         rejected: countdown_trace(&numbers, wrong.0)?,
     })
@@ -612,6 +684,39 @@ mod tests {
     }
 
     #[test]
+    fn climb_states_one_step_a_line_and_the_expert_two() {
+        for steps in [1u32, 2, 5, 16] {
+            for r in generate("climb", TaskSplit::Train, 50, steps, 3).unwrap() {
+                let prompt = r.get("prompt").unwrap();
+                let (start, target) = prompt.trim().split_once('<').unwrap();
+                let (mut x, target): (u64, u64) = (start.parse().unwrap(), target.parse().unwrap());
+                let worked: Vec<&str> = r.get("steps").unwrap().lines().collect();
+                assert_eq!(worked.len(), steps as usize, "{r:?}");
+                for line in &worked[..worked.len() - 1] {
+                    x = climb_step(x);
+                    assert!(x < target, "{r:?}");
+                    assert_eq!(*line, format!("{x}<{target}"));
+                }
+                x = climb_step(x);
+                assert!(x >= target && x <= 999, "{r:?}");
+                assert_eq!(r.get("answer").unwrap(), x.to_string());
+                // The expert keeps every second state and the same answer line.
+                let expert: Vec<&str> = r.get("solution").unwrap().lines().collect();
+                let every_other: Vec<&str> = worked
+                    .iter()
+                    .skip(1)
+                    .step_by(2)
+                    .copied()
+                    .filter(|l| !l.starts_with('#'))
+                    .collect();
+                assert_eq!(&expert[..expert.len() - 1], every_other.as_slice(), "{r:?}");
+                assert_eq!(expert.last(), worked.last());
+            }
+        }
+        assert_eq!(climb_step(517), 517 + 1 + 7 + 1);
+    }
+
+    #[test]
     fn carry_trace_passes_state() {
         let (trace, answer) = carry_trace(4821, 3757, true);
         assert_eq!(answer, 8578);
@@ -635,6 +740,8 @@ mod tests {
             ("carry", 4),
             ("chain", 1),
             ("chain", 6),
+            ("climb", 1),
+            ("climb", 16),
             ("countdown", 2),
             ("countdown", 4),
         ] {
@@ -655,6 +762,7 @@ mod tests {
                 let sol = r.get("solution").unwrap();
                 let rej = r.get("rejected").unwrap();
                 assert!(check(kind, r, sol), "{r:?}");
+                assert!(check(kind, r, r.get("steps").unwrap()), "{r:?}");
                 assert!(!check(kind, r, rej), "{r:?}");
                 assert_eq!(final_answer(sol), r.get("answer"));
             }
