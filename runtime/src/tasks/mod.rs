@@ -28,6 +28,15 @@
 //!   measured for `tiny` after SFT on 1 to 4 digits, 5-digit chains, n = 8 at T = 1: success
 //!   94% from the 4-line prefix, 18% from 3 lines, 4% / 0% / 4% from 2 / 1 / 0 lines: the base
 //!   copies the wrong tail digits after a 5-term prompt; `runtime/examples/prefix_probe.rs`).
+//! - `climb`: a 3-digit start and a target; each step adds the number's tens digit, units
+//!   digit and one, until the number reaches the target (`difficulty` steps), and the answer is
+//!   the number reached. Each worked line is the state `x<target`, computed from the line above
+//!   alone, so a longer climb is the same step repeated. The record carries two traces: `steps`,
+//!   one step a line (what a base model is trained on), and `solution`, the expert's trace that
+//!   writes every second state only (two steps a line): a trace the tiny model can continue
+//!   from but not simply imitate. For `517<560` the worked trace is `526<560`, `535<560`, `544<560`,
+//!   `553<560`, `#### 562`, and the expert's is `535<560`, `553<560`, `#### 562`. The task of
+//!   the BREAD reproduction (README).
 //! - `countdown`: `difficulty` numbers (1..=9) in a fixed order and a target; the numbers are
 //!   combined left to right with `+`, `-` or `*` (every intermediate value non-negative). Only
 //!   problems with exactly one operator sequence reaching the target are generated, so the answer
@@ -457,42 +466,49 @@ fn climb_problem(rng: &mut ChaCha8Rng, steps: u32) -> Problem {
         }
         // The target lies above every value before the last, so exactly `steps` steps reach it.
         let target = rng.random_range(xs[steps as usize - 1] + 1..=answer);
-        let line = |x: u64| format!("{x}<{target}");
-        let single: Vec<String> = xs[1..steps as usize].iter().map(|&x| line(x)).collect();
-        // The expert writes two steps a line: every other state of the worked trace.
-        let dense: Vec<String> = xs[1..steps as usize]
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == 1)
-            .map(|(_, &x)| line(x))
-            .collect();
-        let finish = |mut lines: Vec<String>| {
-            lines.push(format!("{ANSWER_MARKER} {answer}"));
-            lines.join("\n")
-        };
-        let steps_text = finish(single);
+        let (worked, solution, reached) = climb_traces(start, target);
+        debug_assert_eq!(reached, answer);
         // The plausible mistake: the step before the last forgets the `+1`, and the climb goes
         // on from the wrong value.
-        let mut wrong = xs[steps as usize - 1] - 1;
-        if steps > 1 {
-            wrong = climb_step(xs[steps as usize - 2]) - 1;
-        }
+        let mut wrong = if steps > 1 {
+            climb_step(xs[steps as usize - 2]) - 1
+        } else {
+            start
+        };
         while wrong < target {
             wrong = climb_step(wrong);
         }
         if wrong == answer {
             wrong = answer + 1;
         }
-        let solution = finish(dense);
         let rejected = with_answer(&solution, wrong);
         return Problem {
             prompt: format!("{start}<{target}\n"),
             solution,
-            steps: Some(steps_text),
+            steps: Some(worked),
             answer: answer.to_string(),
             rejected,
         };
     }
+}
+
+/// The worked trace (one state a line), the expert's trace (every second state) and the answer.
+fn climb_traces(start: u64, target: u64) -> (String, String, u64) {
+    let mut states = Vec::new();
+    let mut x = climb_step(start);
+    while x < target {
+        states.push(format!("{x}<{target}"));
+        x = climb_step(x);
+    }
+    let finish = |lines: Vec<&String>| {
+        let mut lines: Vec<&str> = lines.into_iter().map(String::as_str).collect();
+        let last = format!("{ANSWER_MARKER} {x}");
+        lines.push(&last);
+        lines.join("\n")
+    };
+    let worked = finish(states.iter().collect());
+    let expert = finish(states.iter().skip(1).step_by(2).collect());
+    (worked, expert, x)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -714,6 +730,11 @@ mod tests {
             }
         }
         assert_eq!(climb_step(517), 517 + 1 + 7 + 1);
+        let (worked, expert, answer) = climb_traces(517, 560);
+        assert_eq!(worked, "526<560\n535<560\n544<560\n553<560\n#### 562");
+        assert_eq!(expert, "535<560\n553<560\n#### 562");
+        assert_eq!(answer, 562);
+        assert_eq!(climb_traces(517, 526).1, "#### 526");
     }
 
     #[test]
