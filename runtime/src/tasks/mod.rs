@@ -468,13 +468,9 @@ fn climb_problem(rng: &mut ChaCha8Rng, steps: u32) -> Problem {
         let target = rng.random_range(xs[steps as usize - 1] + 1..=answer);
         let (worked, solution, reached) = climb_traces(start, target);
         debug_assert_eq!(reached, answer);
-        // The plausible mistake: the step before the last forgets the `+1`, and the climb goes
-        // on from the wrong value.
-        let mut wrong = if steps > 1 {
-            climb_step(xs[steps as usize - 2]) - 1
-        } else {
-            start
-        };
+        // The plausible mistake: the state before the last is one short (a forgotten `+1`),
+        // and the climb goes on from the wrong value.
+        let mut wrong = xs[steps as usize - 1] - 1;
         while wrong < target {
             wrong = climb_step(wrong);
         }
