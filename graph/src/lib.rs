@@ -247,6 +247,10 @@ pub enum RFunc {
     Answer {
         marker: String,
     },
+    /// Whether a text is a valid `climb` solution of a prompt (`climb_valid(prompt, text,
+    /// max_jump)`): every line a state 1 to `max_jump` steps above the one before, then the
+    /// right answer. The answer check alone passes lucky guesses near the target.
+    ClimbValid,
     /// Length in characters.
     Len,
     Contains,

@@ -295,6 +295,20 @@ fn call(func: &RFunc, args: &[Value]) -> Result<Value, RewardError> {
         }
         RFunc::Answer { marker } => Value::Str(answer_after(&one("answer")?.as_str(), marker)),
         RFunc::Len => Value::Num(one("len")?.as_str().chars().count() as f64),
+        RFunc::ClimbValid => {
+            arity("climb_valid", "3", n == 3, n)?;
+            let jump = args[2].as_num();
+            let jump = if jump.is_finite() && jump >= 1.0 {
+                jump as usize
+            } else {
+                1
+            };
+            Value::Bool(crate::tasks::climb_trace_valid(
+                &args[0].as_str(),
+                &args[1].as_str(),
+                jump,
+            ))
+        }
         RFunc::Contains => {
             let (a, b) = two("contains")?;
             Value::Bool(a.as_str().contains(&b.as_str()))
@@ -416,6 +430,32 @@ mod tests {
         assert_eq!(eval_reward(&expr, &sample("1+41\n#### 42\n", &fields)), 1.0);
         assert_eq!(eval_reward(&expr, &sample("#### 4\n#### 43", &fields)), 0.0);
         assert_eq!(eval_reward(&expr, &sample("42", &fields)), 0.0);
+    }
+
+    #[test]
+    fn climb_valid_rejects_a_right_answer_reached_by_a_guess() {
+        let mut fields = BTreeMap::new();
+        fields.insert("prompt".to_string(), "517<560\n".to_string());
+        let expr = |jump: f64| RExpr::Call {
+            func: RFunc::ClimbValid,
+            args: vec![
+                RExpr::Field {
+                    name: "prompt".into(),
+                },
+                RExpr::Completion,
+                RExpr::Num { value: jump },
+            ],
+        };
+        let climbed = "526<560\n535<560\n544<560\n553<560\n#### 562";
+        assert_eq!(eval_reward(&expr(1.0), &sample(climbed, &fields)), 1.0);
+        // Two steps a line needs max_jump 2.
+        let sparse = "535<560\n553<560\n#### 562";
+        assert_eq!(eval_reward(&expr(1.0), &sample(sparse, &fields)), 0.0);
+        assert_eq!(eval_reward(&expr(2.0), &sample(sparse, &fields)), 1.0);
+        // The right answer after stopping two steps early.
+        let guess = "526<560\n535<560\n#### 562";
+        assert_eq!(eval_reward(&expr(2.0), &sample(guess, &fields)), 0.0);
+        assert_eq!(eval_reward(&expr(2.0), &sample("#### 562", &fields)), 0.0);
     }
 
     #[test]

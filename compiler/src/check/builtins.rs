@@ -252,6 +252,7 @@ pub const BUILTIN_NAMES: &[&str] = &[
     "ends_with",
     "trim",
     "lower",
+    "climb_valid",
 ];
 
 /// The values bound to a call's parameters.

@@ -469,6 +469,14 @@ fn call(
         "starts_with" => text_fn(c, ctx, RFunc::StartsWith, 2, &[Ty::Str, Ty::Str], Ty::Bool),
         "ends_with" => text_fn(c, ctx, RFunc::EndsWith, 2, &[Ty::Str, Ty::Str], Ty::Bool),
         "abs" => text_fn(c, ctx, RFunc::Abs, 1, &[Ty::Num], Ty::Num),
+        "climb_valid" => text_fn(
+            c,
+            ctx,
+            RFunc::ClimbValid,
+            3,
+            &[Ty::Str, Ty::Str, Ty::Num],
+            Ty::Bool,
+        ),
         "min" => text_fn(c, ctx, RFunc::Min, 2, &[Ty::Num, Ty::Num], Ty::Num),
         "max" => text_fn(c, ctx, RFunc::Max, 2, &[Ty::Num, Ty::Num], Ty::Num),
         "answer" => {
@@ -524,6 +532,7 @@ fn call(
                     "abs",
                     "min",
                     "max",
+                    "climb_valid",
                 ],
             );
             None

@@ -774,6 +774,21 @@ pub const BUILTINS: &[BuiltinDoc] = &[
         "The text without leading and trailing whitespace.",
     ),
     b("lower", RW, S1, "str", "The text in lower case."),
+    b(
+        "climb_valid",
+        RW,
+        &[
+            req("prompt", "str", "a `climb` prompt, `start<target`"),
+            req("text", "str", "the solution"),
+            req(
+                "max_jump",
+                "num",
+                "steps a line may advance (an expert's sparser lines)",
+            ),
+        ],
+        "bool",
+        "Whether the text climbs: each line `x<target` is 1 to `max_jump` steps above the line before (the start first) and below the target, and `#### answer` is the next step, at or above it. `exact_answer` alone also passes a lucky guess near the target.",
+    ),
     // Dataset transforms.
     b(
         "template",

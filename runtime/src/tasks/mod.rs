@@ -488,6 +488,44 @@ fn climb_problem(rng: &mut ChaCha8Rng, steps: u32) -> Problem {
     }
 }
 
+/// Whether a `climb` solution of `prompt` (`start<target`) is a climb: every line `x<target` lies 1 to `max_jump` steps above
+/// the state before it (the start first) and below the target, and the `####` answer is the
+/// first state at or above the target, one step on. [`check`] reads the answer only, so a model
+/// that stops early and writes a number near the target can pass it by luck (the answer is
+/// within one step, at most 19, above the target); this tells such guesses from climbs.
+pub fn climb_trace_valid(prompt: &str, text: &str, max_jump: usize) -> bool {
+    let parse = |s: &str| s.trim().parse::<u64>().ok();
+    let Some((start, target)) = prompt
+        .trim()
+        .split_once('<')
+        .and_then(|(a, b)| Some((parse(a)?, parse(b)?)))
+    else {
+        return false;
+    };
+    let mut x = start;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(answer) = line.strip_prefix(ANSWER_MARKER) {
+            return parse(answer) == Some(climb_step(x)) && climb_step(x) >= target;
+        }
+        let Some((value, t)) = line.split_once('<') else {
+            return false;
+        };
+        let (Some(value), Some(t)) = (parse(value), parse(t)) else {
+            return false;
+        };
+        let mut y = x;
+        let reached = (0..max_jump.max(1)).any(|_| {
+            y = climb_step(y);
+            y == value
+        });
+        if !reached || t != target || value >= target {
+            return false;
+        }
+        x = value;
+    }
+    false
+}
+
 /// The worked trace (one state a line), the expert's trace (every second state) and the answer.
 fn climb_traces(start: u64, target: u64) -> (String, String, u64) {
     let mut states = Vec::new();
@@ -731,6 +769,22 @@ mod tests {
         assert_eq!(expert, "535<560\n553<560\n#### 562");
         assert_eq!(answer, 562);
         assert_eq!(climb_traces(517, 526).1, "#### 526");
+        let r = "517<560\n";
+        assert!(climb_trace_valid(r, &worked, 1));
+        assert!(!climb_trace_valid(r, &expert, 1), "two steps a line");
+        assert!(climb_trace_valid(r, &expert, 2));
+        // A guess: the right answer after stopping early.
+        assert!(!climb_trace_valid(r, "526<560\n535<560\n#### 562", 2));
+        assert!(!climb_trace_valid(
+            r,
+            "526<560\n535<560\n544<560\n553<560",
+            1
+        ));
+        assert!(!climb_trace_valid(
+            r,
+            "526<560\n535<561\n544<560\n553<560\n#### 562",
+            1
+        ));
     }
 
     #[test]
