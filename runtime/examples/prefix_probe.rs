@@ -53,7 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let field = std::env::var("PROBE_FIELD").unwrap_or_else(|_| "solution".to_string());
     let jump: usize = std::env::var("PROBE_JUMP").map_or(Ok(2), |s| s.parse())?;
-    let stride = std::env::var("PROBE_STRIDE").map_or(Ok(1), |s| s.parse::<usize>())?.max(1);
+    let stride = std::env::var("PROBE_STRIDE")
+        .map_or(Ok(1), |s| s.parse::<usize>())?
+        .max(1);
     let trace = |r: &post_runtime::data::Record| -> String {
         let lines: Vec<&str> = r.get(&field).unwrap_or("").lines().collect();
         let Some((last, body)) = lines.split_last() else {
