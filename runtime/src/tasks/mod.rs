@@ -513,11 +513,12 @@ pub fn climb_trace_valid(prompt: &str, text: &str, max_jump: usize) -> bool {
         let (Some(value), Some(t)) = (parse(value), parse(t)) else {
             return false;
         };
+        // Steps only climb, so the search stops once past `value` (a huge `max_jump` is cheap).
         let mut y = x;
         let reached = (0..max_jump.max(1)).any(|_| {
             y = climb_step(y);
-            y == value
-        });
+            y >= value
+        }) && y == value;
         if !reached || t != target || value >= target {
             return false;
         }
