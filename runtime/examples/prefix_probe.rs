@@ -70,11 +70,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         kept.push(last);
         kept.join("\n")
     };
-    let max_steps = records
-        .iter()
-        .map(|r| split_steps(&trace(r), "\n").len())
-        .max()
-        .unwrap_or(1);
+    // Each record's expert steps, split once for every prefix length probed.
+    let traces: Vec<String> = records.iter().map(trace).collect();
+    let expert_steps: Vec<Vec<String>> = traces.iter().map(|t| split_steps(t, "\n")).collect();
+    let max_steps = expert_steps.iter().map(Vec::len).max().unwrap_or(1);
     let mut greedy_ok = 0;
     let mut greedy_valid = 0;
     for r in &records {
@@ -105,12 +104,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut prompts = Vec::new();
         let mut owners = Vec::new();
         for (ri, r) in records.iter().enumerate() {
-            let steps = split_steps(&trace(r), "\n");
+            let steps = &expert_steps[ri];
             if k >= steps.len() {
                 continue;
             }
             let mut p = encode_prompt(&tok, r.get("prompt").unwrap_or(""))?;
-            let prefix = prefix_text(&steps, k, "\n");
+            let prefix = prefix_text(steps, k, "\n");
             p.extend(tok.encode(&prefix)?);
             for _ in 0..samples {
                 prompts.push(p.clone());
@@ -141,7 +140,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     eprintln!(
                         "  k={k} prompt {:?} expert {:?}\n    got {:?}",
                         records[*ri].get("prompt").unwrap_or(""),
-                        trace(&records[*ri]),
+                        traces[*ri],
                         text
                     );
                 }

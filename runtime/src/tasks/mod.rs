@@ -488,9 +488,9 @@ fn climb_problem(rng: &mut ChaCha8Rng, steps: u32) -> Problem {
     }
 }
 
-/// Whether a `climb` solution of `prompt` (`start<target`) is a climb: every line `x<target` lies 1 to `max_jump` steps above
-/// the state before it (the start first) and below the target, and the `####` answer is the
-/// first state at or above the target, one step on. [`check`] reads the answer only, so a model
+/// Whether a `climb` solution of `prompt` (`start<target`) is a climb: every line `x<target`
+/// lies 1 to `max_jump` steps above the state before it (the start first) and below the
+/// target, and the `####` answer is the first state at or above the target, one step on. [`check`] reads the answer only, so a model
 /// that stops early and writes a number near the target can pass it by luck (the answer is
 /// within one step, at most 19, above the target); this tells such guesses from climbs.
 pub fn climb_trace_valid(prompt: &str, text: &str, max_jump: usize) -> bool {
@@ -505,7 +505,8 @@ pub fn climb_trace_valid(prompt: &str, text: &str, max_jump: usize) -> bool {
     let mut x = start;
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(answer) = line.strip_prefix(ANSWER_MARKER) {
-            return parse(answer) == Some(climb_step(x)) && climb_step(x) >= target;
+            let next = climb_step(x);
+            return parse(answer) == Some(next) && next >= target;
         }
         let Some((value, t)) = line.split_once('<') else {
             return false;
