@@ -76,9 +76,7 @@ pub fn run(args: Args) -> ExitCode {
     }
 }
 
-/// Write to a temporary file beside the target, then rename over it.
+/// Write `text` to `path` atomically and durably (the runtime's one `write_atomic`).
 pub fn write_atomic(path: &str, text: &str) -> std::io::Result<()> {
-    let tmp = format!("{path}.tmp{}", std::process::id());
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    post_runtime::files::write_atomic(std::path::Path::new(path), text.as_bytes())
 }

@@ -35,7 +35,7 @@ fn span(s: post_compiler::Span, len: usize) -> SourceSpan {
 
 impl miette::Diagnostic for Report<'_> {
     fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        Some(Box::new(self.d.code.clone()))
+        Some(Box::new(self.d.code))
     }
 
     fn severity(&self) -> Option<miette::Severity> {

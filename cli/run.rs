@@ -1,7 +1,11 @@
 //! `post run <file> --out <dir>`: compile an experiment (or read a graph JSON written by
 //! `post compile --emit graph`) and execute it: metrics.jsonl, summary.json, curves.svg and
 //! checkpoints in the output directory. `--resume <dir>` continues a stopped run exactly.
+//! `--dry-run` does everything before the first step (validation, data, models, memory plan)
+//! and stops. Prerequisite experiments (`trained(...)`) are built first when their output is
+//! missing, into `<runs>/prereq/<experiment>-<graph hash>/` (`<runs>`: the parent of `--out`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -30,9 +34,16 @@ pub struct Args {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Validate, load the data and models and plan memory, then stop before the first step
+    /// (the checks of `post check --deep`). Nothing is written and no prerequisite is built.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace the run that `--out` already holds (without it, such a directory is refused).
+    #[arg(long)]
+    pub force: bool,
 }
 
-fn load_graph(file: &str) -> Result<post_graph::Graph, ExitCode> {
+pub(crate) fn load_graph(file: &str) -> Result<post_graph::Graph, ExitCode> {
     if file.ends_with(".json") {
         let text = std::fs::read_to_string(file).map_err(|e| {
             eprintln!("error: cannot read {file}: {e}");
@@ -66,6 +77,101 @@ fn load_graph(file: &str) -> Result<post_graph::Graph, ExitCode> {
     })
 }
 
+/// The directory of the file's experiment (relative paths in it resolve against this).
+pub(crate) fn base_dir_of(file: &str) -> PathBuf {
+    Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cached run directory of each prerequisite of `graph` (compiled from `file`) that has
+/// finished under `runs`. With `build`, a missing one is run first (resuming a cache that a
+/// killed build left), recursively; without it, missing ones are left out.
+pub(crate) fn prerequisites(
+    graph: &post_graph::Graph,
+    file: &str,
+    runs: &Path,
+    build: bool,
+    quiet: bool,
+) -> Result<BTreeMap<String, PathBuf>, ExitCode> {
+    let mut dirs = BTreeMap::new();
+    for p in &graph.prerequisites {
+        let pfile = base_dir_of(file).join(&p.file);
+        let pfile = pfile.to_string_lossy().into_owned();
+        let dir = runs.join("prereq").join(p.cache_dir_name());
+        if dir.join("summary.json").is_file() {
+            if !quiet {
+                eprintln!(
+                    "prerequisite `{}` ({pfile}): built, using {}",
+                    p.experiment,
+                    dir.display()
+                );
+            }
+            dirs.insert(p.experiment.clone(), dir);
+            continue;
+        }
+        if !build {
+            continue;
+        }
+        let pgraph = load_graph(&pfile)?;
+        if pgraph.hash() != p.graph_hash {
+            eprintln!(
+                "error: prerequisite `{}` ({pfile}) changed since this graph was compiled (graph hash {} now, {} then); compile it again",
+                p.experiment,
+                pgraph.hash(),
+                p.graph_hash
+            );
+            return Err(ExitCode::from(1));
+        }
+        let inner = prerequisites(&pgraph, &pfile, runs, true, quiet)?;
+        let resume = dir.join("checkpoints").join("latest").is_file();
+        eprintln!(
+            "building prerequisite `{}` ({pfile}) -> {}{}; `{}` runs after it",
+            p.experiment,
+            dir.display(),
+            if resume {
+                ", resuming its last checkpoint"
+            } else {
+                ""
+            },
+            graph.experiment
+        );
+        let opts = RunOptions {
+            out_dir: dir.clone(),
+            base_dir: base_dir_of(&pfile),
+            resume: resume.then(|| dir.clone()),
+            stop_after: None,
+            quiet,
+            memory_limit: None,
+            dry_run: false,
+            // A killed build with no checkpoint yet starts over; one with a checkpoint resumes.
+            force: !resume,
+            prerequisite_dirs: inner,
+        };
+        let mut log = |m: &str| {
+            if !quiet {
+                eprintln!("{m}");
+            }
+        };
+        match run_with_log(&pgraph, &opts, &mut log) {
+            Ok(RunOutcome::Finished(_)) => {
+                eprintln!("prerequisite `{}` built", p.experiment);
+            }
+            Ok(_) => {
+                eprintln!("error: prerequisite `{}` did not finish", p.experiment);
+                return Err(ExitCode::from(1));
+            }
+            Err(e) => {
+                eprintln!("error: prerequisite `{}` ({pfile}): {e}", p.experiment);
+                return Err(ExitCode::from(1));
+            }
+        }
+        dirs.insert(p.experiment.clone(), dir);
+    }
+    Ok(dirs)
+}
+
 pub fn run(args: Args) -> ExitCode {
     if !Path::new(&args.file).is_file() {
         eprintln!("error: no such file: {}", args.file);
@@ -79,10 +185,17 @@ pub fn run(args: Args) -> ExitCode {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&graph.experiment));
-    let base_dir = Path::new(&args.file)
+    let base_dir = base_dir_of(&args.file);
+    let runs = out
         .parent()
+        .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    let prerequisite_dirs =
+        match prerequisites(&graph, &args.file, &runs, !args.dry_run, args.quiet) {
+            Ok(d) => d,
+            Err(code) => return code,
+        };
     let opts = RunOptions {
         out_dir: out.clone(),
         base_dir,
@@ -90,6 +203,9 @@ pub fn run(args: Args) -> ExitCode {
         stop_after: args.stop_after,
         quiet: args.quiet,
         memory_limit: args.memory_mib.map(|m| m * 1024 * 1024),
+        dry_run: args.dry_run,
+        force: args.force,
+        prerequisite_dirs,
     };
     let quiet = args.quiet;
     let mut log = |m: &str| {
@@ -126,6 +242,13 @@ pub fn run(args: Args) -> ExitCode {
                     out.display()
                 );
             }
+            ExitCode::SUCCESS
+        }
+        Ok(RunOutcome::DryRun { .. }) => {
+            eprintln!(
+                "dry run: `{}` validated, its data and models load and its memory plan fits; nothing was trained or written",
+                graph.experiment
+            );
             ExitCode::SUCCESS
         }
         Ok(RunOutcome::Stopped { step }) => {

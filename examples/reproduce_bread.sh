@@ -12,7 +12,8 @@ else
   cargo build --release --quiet
   post() { "${CARGO_TARGET_DIR:-target}/release/post" "$@"; }
 fi
-post run examples/bread_base.post --out runs/bread_base
+# Each of the three starts from `trained("bread_base.post", model = "policy")`: the first run
+# builds the base into runs/prereq/bread_base-<graph hash>/ and the other two reuse it.
 for x in grpo sft_then_grpo bread; do
   post run "examples/$x.post" --out "runs/$x"
 done

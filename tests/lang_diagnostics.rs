@@ -1,6 +1,6 @@
 //! One snapshot per diagnostic code: the failing source and the plain (colourless) miette
 //! rendering of its diagnostics, exactly as `post check` prints them. Every code in
-//! `post_compiler::diagnostic::CODES` must have a case here.
+//! `post_compiler::diagnostic::Code::ALL` must have a case here.
 
 #[path = "../cli/diagnostics.rs"]
 #[allow(dead_code)]
@@ -55,6 +55,10 @@ fn cases() -> Vec<(&'static str, String)> {
         ("E0501", stage("    batch = 8 sequences\n    objective = sft(train.solutoin)\n")),
         ("E0502", exp("  data d = jsonl(\"data.jsonl\", prompt = \"q\")\n")),
         ("E0503", stage("    batch = 8 prompts\n    objective = grpo(reward = correct)\n")),
+        ("E0408", stage("    batch = 16 sequences\n    grad_accum = 3\n    objective = sft(train.solution)\n")),
+        ("E0504", exp("  data d = jsonl(\"missing.jsonl\")\n")),
+        ("E0505", exp("  model again = trained(\"example.post\", model = \"policy\")\n")),
+        ("W0001", exp("  analysis before {\n    model = policy\n    data = train\n    summaries = [intrinsic_dim()]\n  }\n  stage s {\n    data = train\n    steps = 10\n    batch = 8 sequences\n    objective = sft(train.solution)\n  }\n")),
     ]
 }
 
@@ -103,7 +107,10 @@ fn every_code_has_a_snapshot() {
     assert!(c.diagnostics.iter().any(|d| d.code == "E0003"));
     covered.insert("E0003".into());
     insta::assert_snapshot!("E0003", render_all(&c));
-    for (code, _) in post_compiler::diagnostic::CODES {
-        assert!(covered.contains(*code), "no snapshot case for {code}");
+    for code in post_compiler::diagnostic::Code::ALL {
+        assert!(
+            covered.contains(code.as_str()),
+            "no snapshot case for {code}"
+        );
     }
 }

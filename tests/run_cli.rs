@@ -58,6 +58,7 @@ fn small_graph(steps: u64, data: DataSource) -> Graph {
                 preset: "tiny".into(),
                 config: post_runtime::model::presets::tiny(),
                 init: None,
+                trained: None,
             },
         }],
         datasets: vec![
@@ -148,6 +149,7 @@ fn small_graph(steps: u64, data: DataSource) -> Graph {
             }),
         }],
         defaults_applied: vec![],
+        prerequisites: vec![],
     }
 }
 

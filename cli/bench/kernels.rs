@@ -13,10 +13,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{D, Device, Tensor, Var};
 use post_graph::{BinaryOp as B, Expr, Quantity as Q, Reduce as R, UnaryOp as U};
-use post_kernels::formula::{FusedLoss, SlotInputs, evaluate_unfused};
-use post_kernels::{ops, rollout, sampling};
+use post_kernels::formula::{FusedLoss, SlotTensors, evaluate_unfused};
+use post_kernels::ops;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -265,7 +265,7 @@ pub fn dpo() -> Expr {
     )
 }
 
-fn slot(rng: &mut ChaCha8Rng, b: usize, t: usize, group: usize) -> BenchResult<(Var, SlotInputs)> {
+fn slot(rng: &mut ChaCha8Rng, b: usize, t: usize, group: usize) -> BenchResult<(Var, SlotTensors)> {
     let lp = (randn(rng, &[b, t], 1.0).map_err(err)?.abs().map_err(err)? * -1.0).map_err(err)?;
     let noise = randn(rng, &[b, t], 0.2)?;
     let noise2 = randn(rng, &[b, t], 0.2)?;
@@ -277,13 +277,13 @@ fn slot(rng: &mut ChaCha8Rng, b: usize, t: usize, group: usize) -> BenchResult<(
         .collect();
     let reward: Vec<f32> = (0..b).map(|_| rng.random_range(0..2) as f32).collect();
     let v = Var::from_tensor(&lp).map_err(err)?;
-    let s = SlotInputs {
+    let s = SlotTensors {
         logp: v.as_tensor().clone(),
         old_logp: Some((&lp + &noise).map_err(err)?),
         ref_logp: Some((&lp + &noise2).map_err(err)?),
         mask: Tensor::from_vec(mask, (b, t), &Device::Cpu).map_err(err)?,
         reward: Some(Tensor::from_vec(reward, b, &Device::Cpu).map_err(err)?),
-        max_tokens: Some(t as f64),
+        max_tokens: t,
         group_size: group,
     };
     Ok((v, s))
@@ -295,46 +295,6 @@ fn loss_step(vars: &[&Var], f: impl Fn() -> candle_core::Result<Tensor>) -> Benc
         return Err("a benchmarked loss gave no gradient to logp".into());
     }
     Ok(())
-}
-
-/// Full-sort reference sampler (what a sort-based top-k/top-p does).
-fn sort_sample(row: &[f32], p: &sampling::SamplingParams, u: f32) -> u32 {
-    let mut items: Vec<(f64, u32)> = row
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| (v as f64 / p.temperature as f64, i as u32))
-        .collect();
-    // partial_cmp: -0.0 and 0.0 are the same logit (ties go to the lower id).
-    items.sort_by(|a, b| {
-        b.0.partial_cmp(&a.0)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(a.1.cmp(&b.1))
-    });
-    if p.top_k > 0 {
-        items.truncate(p.top_k);
-    }
-    let m = items[0].0;
-    let total: f64 = items.iter().map(|x| (x.0 - m).exp()).sum();
-    let mut acc = 0.0;
-    let mut keep = items.len();
-    for (i, x) in items.iter().enumerate() {
-        acc += (x.0 - m).exp() / total;
-        if acc >= p.top_p as f64 {
-            keep = i + 1;
-            break;
-        }
-    }
-    let kept = &items[..keep];
-    let mass: f64 = kept.iter().map(|x| (x.0 - m).exp()).sum();
-    let target = u as f64 * mass;
-    let mut acc = 0.0;
-    for x in kept {
-        acc += (x.0 - m).exp();
-        if acc > target {
-            return x.1;
-        }
-    }
-    kept[kept.len() - 1].1
 }
 
 fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
@@ -459,67 +419,6 @@ fn rows(reps: usize, only: Option<&str>) -> BenchResult<Vec<Row>> {
             reps,
             &mut || loss_step(&[&vc, &vr], || fused.evaluate(&slots, &hypers)),
             &mut || loss_step(&[&vc, &vr], || evaluate_unfused(&e, &slots, &hypers)),
-        )?);
-    }
-    if want("sampling") {
-        let (n, v) = (64, 32000);
-        let logits = randn(&mut rng, &[n, v], 4.0)?
-            .flatten_all()
-            .map_err(err)?
-            .to_vec1::<f32>()
-            .map_err(err)?;
-        let u: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-        let p = sampling::SamplingParams {
-            temperature: 0.8,
-            top_k: 0,
-            top_p: 0.9,
-        };
-        out.push(measure(
-            "sampling_top_p_64x32000",
-            reps,
-            &mut || {
-                sampling::sample_rows(&logits, v, &p, &u)
-                    .map(drop)
-                    .map_err(err)
-            },
-            &mut || {
-                let ids: Vec<u32> = logits
-                    .chunks(v)
-                    .zip(&u)
-                    .map(|(r, &x)| sort_sample(r, &p, x))
-                    .collect();
-                std::hint::black_box(ids);
-                Ok(())
-            },
-        )?);
-    }
-    if want("group_advantages") {
-        let (n, g) = (1 << 16, 8);
-        let r: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-        let rt = Tensor::from_vec(r.clone(), n, &Device::Cpu).map_err(err)?;
-        out.push(measure(
-            "group_advantages_65536",
-            reps,
-            &mut || {
-                rollout::group_advantages(&r, g, 1e-4, true)
-                    .map(drop)
-                    .map_err(err)
-            },
-            &mut || {
-                let x = rt.reshape((n / g, g)).map_err(err)?;
-                let m = x.mean_keepdim(1).map_err(err)?;
-                let d = x.broadcast_sub(&m).map_err(err)?;
-                let s = (d.sqr().map_err(err)?.sum_keepdim(1).map_err(err)? / (g - 1) as f64)
-                    .map_err(err)?
-                    .sqrt()
-                    .map_err(err)?;
-                let a = d.broadcast_div(&(s + 1e-4).map_err(err)?).map_err(err)?;
-                a.flatten_all()
-                    .map_err(err)?
-                    .to_dtype(DType::F32)
-                    .map(drop)
-                    .map_err(err)
-            },
         )?);
     }
     Ok(out)

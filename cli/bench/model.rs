@@ -3,7 +3,7 @@
 //! reference path; the ratio is printed as the fused speedup), sampling tokens/s with the KV cache, and token log-probabilities from logits, for
 //! the `tiny` and `20m` presets, with the process's peak memory.
 //!
-//! Settings follow the PyTorch baseline (`/work/shared/peer/torch_cpu_baseline.py`): SFT on
+//! Settings follow a PyTorch CPU baseline (see `NOTES.md`) so the figures compare: SFT on
 //! tiny at batch 32 x 128 tokens and on 20m at 8 x 256; sampling 64 new tokens after 16-token
 //! prompts, temperature 1, top-p 0.95, for 32 (tiny) and 8 (20m) rows; each figure is the median
 //! of `--reps` runs after one warm-up. Peak RSS is the process's high-water mark when the row

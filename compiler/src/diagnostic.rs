@@ -31,7 +31,7 @@ impl Label {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     /// Stable code (`E0101`), documented in spec/language.md.
-    pub code: String,
+    pub code: Code,
     pub severity: Severity,
     pub message: String,
     pub primary: Label,
@@ -41,18 +41,31 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(
-        code: &str,
+        code: Code,
         message: impl Into<String>,
         span: Span,
         label: impl Into<String>,
     ) -> Self {
         Diagnostic {
-            code: code.to_string(),
+            code,
             severity: Severity::Error,
             message: message.into(),
             primary: Label::new(span, label),
             secondary: Vec::new(),
             help: None,
+        }
+    }
+
+    /// A warning: reported by check, run and the editor, never stops a graph being built.
+    pub fn warning(
+        code: Code,
+        message: impl Into<String>,
+        span: Span,
+        label: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, message, span, label)
         }
     }
 
@@ -78,52 +91,145 @@ impl Diagnostic {
     }
 }
 
-/// Every diagnostic code with a one-line title, in the order spec/language.md lists them.
-pub const CODES: &[(&str, &str)] = &[
-    ("E0001", "syntax error"),
-    ("E0002", "the file is not valid UTF-8"),
-    ("E0003", "the file cannot be read"),
-    ("E0004", "nesting too deep"),
-    ("E0005", "invalid string escape"),
-    ("E0006", "invalid number"),
-    ("E0101", "unresolved name"),
-    ("E0102", "duplicate definition"),
-    ("E0103", "unknown argument or setting"),
-    ("E0104", "missing required argument or setting"),
-    ("E0105", "argument given twice or out of place"),
-    ("E0106", "unknown import"),
-    ("E0107", "item not allowed here"),
-    ("E0108", "more than one experiment in a file"),
-    ("E0109", "recursive definition"),
-    ("E0201", "type mismatch"),
-    ("E0202", "unit mismatch"),
-    (
-        "E0203",
-        "value depends on a schedule where a constant is needed",
-    ),
-    ("E0204", "non-exhaustive or invalid match"),
-    (
-        "E0301",
-        "axis error: a reduction got a value on the wrong axis",
-    ),
-    ("E0302", "an objective must reduce to a scalar"),
-    ("E0303", "token-level values of two sequence sets combined"),
-    ("E0304", "one sequence set scored by two different rewards"),
-    ("E0401", "value out of range"),
-    ("E0402", "batch not divisible by the group size"),
-    ("E0403", "a reference model is required"),
-    ("E0404", "generation does not fit in the model's context"),
-    (
-        "E0405",
-        "group statistics need at least two completions per prompt",
-    ),
-    ("E0406", "pass@k needs at least k samples per prompt"),
-    ("E0407", "conflicting settings"),
-    ("E0501", "unknown dataset field"),
-    ("E0502", "dataset file has no readable records"),
-    ("E0503", "a stage needs a rollout"),
-];
+/// Declares [`Code`] with its one-line titles, in the order spec/language.md lists them.
+macro_rules! codes {
+    ($($code:ident => $title:expr,)*) => {
+        /// A stable diagnostic code (`E0101`), documented in spec/language.md. A code is a
+        /// variant, so a mistyped one does not compile. Ordered as the spec lists them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum Code {
+            $($code,)*
+        }
 
+        impl Code {
+            /// Every code, in the order spec/language.md lists them.
+            pub const ALL: &[Code] = &[$(Code::$code,)*];
+
+            /// The code as written: `E0101`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$code => stringify!($code),)*
+                }
+            }
+
+            /// The one-line title of the spec's table.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(Code::$code => $title,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    E0001 => "syntax error",
+    E0002 => "the file is not valid UTF-8",
+    E0003 => "the file cannot be read",
+    E0004 => "nesting too deep",
+    E0005 => "invalid string escape",
+    E0006 => "invalid number",
+    E0101 => "unresolved name",
+    E0102 => "duplicate definition",
+    E0103 => "unknown argument or setting",
+    E0104 => "missing required argument or setting",
+    E0105 => "argument given twice or out of place",
+    E0106 => "unknown import",
+    E0107 => "item not allowed here",
+    E0108 => "more than one experiment in a file",
+    E0109 => "recursive definition",
+    E0201 => "type mismatch",
+    E0202 => "unit mismatch",
+    E0203 => "value depends on a schedule where a constant is needed",
+    E0204 => "non-exhaustive or invalid match",
+    E0301 => "axis error: a reduction got a value on the wrong axis",
+    E0302 => "an objective must reduce to a scalar",
+    E0303 => "token-level values of two sequence sets combined",
+    E0304 => "one sequence set scored by two different rewards",
+    E0401 => "value out of range",
+    E0402 => "batch not divisible by the group size",
+    E0403 => "a reference model is required",
+    E0404 => "generation does not fit in the model's context",
+    E0405 => "group statistics need at least two completions per prompt",
+    E0406 => "pass@k needs at least k samples per prompt",
+    E0407 => "conflicting settings",
+    E0408 => "the batch does not split into the gradient-accumulation micro-batches",
+    E0501 => "unknown dataset field",
+    E0502 => "dataset file has no readable records",
+    E0503 => "a stage needs a rollout",
+    E0504 => "a path the experiment reads does not exist",
+    E0505 => "a prerequisite experiment cannot be used",
+    W0001 => "the runtime does not run this yet",
+}
+
+impl Code {
+    /// The code written as text (`"E0101"`), if it is one.
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Code {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Code {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// The title of a code written as text (`"E0101"`).
 pub fn code_title(code: &str) -> Option<&'static str> {
-    CODES.iter().find(|(c, _)| *c == code).map(|(_, t)| *t)
+    Code::parse(code).map(Code::title)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    /// The spec's table of codes lists every [`Code`], in order, with its title.
+    #[test]
+    fn the_spec_table_lists_every_code_in_order() {
+        let spec = include_str!("../../spec/language.md");
+        let rows: Vec<(String, String)> = spec
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells.len() == 4 && Code::parse(cells[1]).is_some())
+                    .then(|| (cells[1].to_string(), cells[2].to_string()))
+            })
+            .collect();
+        let codes: Vec<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
+        let all: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(codes, all);
+        for (c, title) in &rows {
+            let code = Code::parse(c).unwrap();
+            assert!(
+                title.starts_with(code.title()),
+                "{c}: spec `{title}`, code `{}`",
+                code.title()
+            );
+        }
+    }
+
+    #[test]
+    fn codes_print_as_written() {
+        assert_eq!(Code::E0202.to_string(), "E0202");
+        assert_eq!(serde_json::to_string(&Code::W0001).unwrap(), "\"W0001\"");
+    }
 }

@@ -26,7 +26,7 @@ pub mod syntax;
 
 use std::collections::BTreeMap;
 
-pub use diagnostic::{Diagnostic, Label, Severity};
+pub use diagnostic::{Code, Diagnostic, Label, Severity};
 pub use fmt::format;
 pub use span::{LineCol, LineIndex, Span};
 
@@ -150,12 +150,25 @@ impl Compilation {
 
 /// Read, parse, check and lower the file at `path`.
 pub fn compile(fs: &dyn FileSystem, path: &str) -> Compilation {
+    compile_nested(fs, path, &[])
+}
+
+/// [`compile`] a prerequisite reached through `trained(...)` from the files in `outer`.
+pub fn compile_nested(fs: &dyn FileSystem, path: &str, outer: &[String]) -> Compilation {
     match fs.read_to_string(path) {
-        Ok(source) => compile_source(fs, path, source),
+        Ok(source) => compile_source_nested(fs, path, source, outer),
         Err(e) => {
-            let (code, msg) = match &e {
-                FsError::InvalidUtf8 { .. } => ("E0002", format!("`{path}` is {e}")),
-                _ => ("E0003", format!("cannot read `{path}`: {e}")),
+            let (code, msg, help) = match &e {
+                FsError::InvalidUtf8 { .. } => (
+                    Code::E0002,
+                    format!("`{path}` is {e}"),
+                    "save the file as UTF-8 text",
+                ),
+                _ => (
+                    Code::E0003,
+                    format!("cannot read `{path}`: {e}"),
+                    "check that the path exists and is a readable file",
+                ),
             };
             let span = match e {
                 FsError::InvalidUtf8 { valid_up_to } => Span::new(valid_up_to, valid_up_to),
@@ -165,7 +178,7 @@ pub fn compile(fs: &dyn FileSystem, path: &str) -> Compilation {
                 path: path.to_string(),
                 source: String::new(),
                 graph: None,
-                diagnostics: vec![Diagnostic::error(code, msg, span, "here")],
+                diagnostics: vec![Diagnostic::error(code, msg, span, "here").with_help(help)],
             }
         }
     }
@@ -174,21 +187,39 @@ pub fn compile(fs: &dyn FileSystem, path: &str) -> Compilation {
 /// Check and lower source text already in memory (the language server's buffers). `path`
 /// names the file in diagnostics and anchors relative data paths.
 pub fn compile_source(fs: &dyn FileSystem, path: &str, source: String) -> Compilation {
+    compile_source_nested(fs, path, source, &[])
+}
+
+fn compile_source_nested(
+    fs: &dyn FileSystem,
+    path: &str,
+    source: String,
+    outer: &[String],
+) -> Compilation {
     let parsed = syntax::parse(&source);
-    let mut diagnostics: Vec<Diagnostic> =
-        parsed.errors.iter().map(|e| e.to_diagnostic()).collect();
-    let (graph, check_diags) = check::check(&parsed.file, fs, path);
-    diagnostics.extend(check_diags);
-    diagnostics.sort_by_key(|d| (d.primary.span.start, d.code.clone()));
-    let graph = if diagnostics.iter().any(Diagnostic::is_error) {
-        None
-    } else {
-        graph
-    };
+    let (graph, diagnostics) = diagnose(fs, path, &parsed, outer);
     Compilation {
         path: path.to_string(),
         source,
         graph,
         diagnostics,
     }
+}
+
+/// The diagnostics of parsed source: its syntax errors and the checker's, sorted by position
+/// then code, with the graph when there is no error. [`compile_source`] and the language server
+/// (`ide::diagnostics_of`) both report through this one function.
+pub fn diagnose(
+    fs: &dyn FileSystem,
+    path: &str,
+    parsed: &syntax::Parsed,
+    outer: &[String],
+) -> (Option<post_graph::Graph>, Vec<Diagnostic>) {
+    let mut diagnostics: Vec<Diagnostic> =
+        parsed.errors.iter().map(|e| e.to_diagnostic()).collect();
+    let (graph, check_diags) = check::check_nested(&parsed.file, fs, path, outer);
+    diagnostics.extend(check_diags);
+    diagnostics.sort_by_key(|d| (d.primary.span.start, d.code));
+    let graph = graph.filter(|_| !diagnostics.iter().any(Diagnostic::is_error));
+    (graph, diagnostics)
 }

@@ -35,6 +35,16 @@ pub fn parsed() -> &'static [(&'static str, File)] {
     })
 }
 
+/// (module, name) of every definition of the standard library, for "did you mean" hints.
+pub fn definitions() -> impl Iterator<Item = (&'static str, &'static str)> {
+    parsed().iter().flat_map(|(m, f)| {
+        f.items.iter().filter_map(move |i| match i {
+            crate::syntax::ast::Item::Def(d) => Some((*m, d.name.name.as_str())),
+            _ => None,
+        })
+    })
+}
+
 /// Which stdlib module defines `name`, for "import it" hints.
 pub fn module_defining(name: &str) -> Option<&'static str> {
     parsed().iter().find_map(|(m, f)| {

@@ -17,7 +17,14 @@ fn examples_and_stdlib_check_clean_and_are_formatted() {
     );
     for (name, text) in &files {
         let c = compile(&fs, name);
-        assert!(c.diagnostics.is_empty(), "{name}: {:#?}", c.diagnostics);
+        // Clean, except W0001: a feature `post run` does not run yet (issues 17 and 18).
+        assert!(
+            c.diagnostics
+                .iter()
+                .all(|d| d.code == "W0001" && !d.is_error()),
+            "{name}: {:#?}",
+            c.diagnostics
+        );
         if name.starts_with("examples/") {
             assert!(c.graph.is_some(), "{name} has no graph");
         }

@@ -148,6 +148,40 @@ fn corrupted_inputs_never_panic() {
     assert!(checked >= 2000);
 }
 
+/// Every diagnostic of a mutant carries a help line (see also `tests/help.rs`).
+#[test]
+fn mutant_diagnostics_have_help() {
+    let fs = common::fixture_fs();
+    let mut files = common::post_files("examples");
+    files.extend(common::post_files("stdlib"));
+    let mut rng = Rng(0x4e1b_0000_0000_0001 | 1);
+    let per_file = 600 / files.len().max(1) + 1;
+    let mut missing = std::collections::BTreeMap::new();
+    for (name, src) in &files {
+        for _ in 0..per_file {
+            let m = mutate(&mut rng, src);
+            let c = compile_source(&fs, name, m.clone());
+            for d in c.diagnostics.iter().filter(|d| d.help.is_none()) {
+                missing
+                    .entry(format!("{} {}", d.code, d.message))
+                    .or_insert_with(|| m.clone());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "diagnostics without help (one mutant each):\n{}",
+        missing
+            .iter()
+            .map(|(d, m)| format!(
+                "  {d}\n    in: {:?}",
+                m.chars().take(200).collect::<String>()
+            ))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 #[test]
 fn hostile_inputs_never_panic() {
     let fs = common::fixture_fs();

@@ -21,7 +21,11 @@ use serde::{Deserialize, Serialize};
 
 mod expr;
 mod hash;
+pub mod hf_files;
 pub mod presets;
+pub mod scalar;
+pub mod support;
+pub mod tasks;
 
 pub use expr::{Axis, AxisError, BinaryOp, Expr, Quantity, Reduce, UnaryOp};
 pub use hash::content_hash;
@@ -46,6 +50,40 @@ pub struct Graph {
     pub stages: Vec<Stage>,
     /// Every default the compiler filled in, in source order, so a run is fully explained.
     pub defaults_applied: Vec<AppliedDefault>,
+    /// Other experiments whose trained models this one starts from; `post run` builds each
+    /// first when its output is missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prerequisites: Vec<Prerequisite>,
+}
+
+/// Another experiment this one builds on: `model policy = trained("base.post", model =
+/// "policy")`. Its output is keyed by its graph hash, so an edited prerequisite is rebuilt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prerequisite {
+    /// The prerequisite's experiment name.
+    pub experiment: String,
+    /// Its `.post` file, relative to this experiment's file.
+    pub file: String,
+    /// The hash of its graph ([`Graph::hash`]) when this graph was compiled.
+    pub graph_hash: String,
+}
+
+/// A preset that starts from the weights a prerequisite experiment exports for its `model`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trained {
+    /// The prerequisite's experiment name ([`Prerequisite::experiment`]).
+    pub prerequisite: String,
+    /// The model's name in the prerequisite.
+    pub model: String,
+}
+
+impl Prerequisite {
+    /// The directory a prerequisite's run is cached in, under a runs directory:
+    /// `<runs>/prereq/<experiment>-<first 12 hex digits of its graph hash>`.
+    pub fn cache_dir_name(&self) -> String {
+        let short: String = self.graph_hash.chars().take(12).collect();
+        format!("{}-{short}", self.experiment)
+    }
 }
 
 /// One default the compiler applied: `path` names where (`stage rl.optimizer.weight_decay`),
@@ -75,6 +113,9 @@ pub enum ModelSource {
         preset: String,
         config: ModelConfig,
         init: Option<String>,
+        /// Initial weights from a prerequisite experiment (`trained(...)`), instead of `init`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trained: Option<Trained>,
     },
     /// A Hugging Face directory: `config.json`, `*.safetensors`, `tokenizer.json`.
     HuggingFace { path: String },
@@ -101,6 +142,10 @@ pub struct ModelConfig {
     pub rope_theta: f64,
     pub rms_norm_eps: f64,
     pub tie_embeddings: bool,
+    /// Sliding-window attention (Mistral's `sliding_window`): a query attends to itself and
+    /// the `w - 1` keys before it, in every layer. `None`: full causal attention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -621,13 +666,26 @@ pub enum Summary {
 #[derive(Debug)]
 pub enum GraphError {
     Json(serde_json::Error),
-    Version { found: u32, expected: u32 },
+    Version {
+        found: u32,
+        expected: u32,
+    },
+    /// A name that is not an identifier: names become file names under `--out`
+    /// (`models/<name>`), so `../x` would write outside it.
+    Name {
+        what: &'static str,
+        name: String,
+    },
 }
 
 impl fmt::Display for GraphError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GraphError::Json(e) => write!(f, "malformed graph JSON: {e}"),
+            GraphError::Name { what, name } => write!(
+                f,
+                "{what} name {name:?} is not an identifier (letters, digits and `_`, not starting with a digit)"
+            ),
             GraphError::Version { found, expected } => write!(
                 f,
                 "graph format version {found} is not supported (this build reads version {expected}); recompile the .post file"
@@ -658,13 +716,54 @@ impl Graph {
                 expected: GRAPH_VERSION,
             });
         }
-        serde_json::from_str(text).map_err(GraphError::Json)
+        let graph: Graph = serde_json::from_str(text).map_err(GraphError::Json)?;
+        graph.validate_names()?;
+        Ok(graph)
+    }
+
+    /// Every name is an identifier, as the compiler writes them (a hand-written graph JSON
+    /// could otherwise name a model `../../x` and have its export written outside `--out`).
+    pub fn validate_names(&self) -> Result<(), GraphError> {
+        let ident = |s: &str| {
+            let mut chars = s.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let names = std::iter::once(("experiment", &self.experiment))
+            .chain(self.models.iter().map(|m| ("model", &m.name)))
+            .chain(self.datasets.iter().map(|d| ("dataset", &d.name)))
+            .chain(self.rewards.iter().map(|r| ("reward", &r.name)))
+            .chain(self.rollouts.iter().map(|r| ("rollout", &r.name)))
+            .chain(self.stages.iter().map(|s| ("stage", &s.name)))
+            .chain(
+                self.prerequisites
+                    .iter()
+                    .map(|p| ("prerequisite", &p.experiment)),
+            );
+        for (what, name) in names {
+            if !ident(name) {
+                return Err(GraphError::Name {
+                    what,
+                    name: name.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A stable hex hash of the graph's content (checkpoints record it to refuse a resume
     /// against a different experiment).
     pub fn hash(&self) -> String {
         content_hash(&self.to_json())
+    }
+
+    /// The prerequisite experiment called `experiment`.
+    pub fn prerequisite(&self, experiment: &str) -> Option<&Prerequisite> {
+        self.prerequisites
+            .iter()
+            .find(|p| p.experiment == experiment)
     }
 
     pub fn model(&self, name: &str) -> Option<&ModelNode> {
@@ -723,6 +822,38 @@ mod tests {
         };
         assert_eq!(s.at(0, 4), 2.0);
         assert_eq!(s.at(2, 4), 1.5);
+    }
+
+    #[test]
+    fn names_that_are_not_identifiers_are_refused() {
+        let g = Graph {
+            version: GRAPH_VERSION,
+            experiment: "e".into(),
+            seed: 0,
+            models: vec![ModelNode {
+                name: "../../x".into(),
+                source: ModelSource::HuggingFace { path: "m".into() },
+            }],
+            datasets: vec![],
+            rewards: vec![],
+            rollouts: vec![],
+            stages: vec![],
+            defaults_applied: vec![],
+            prerequisites: vec![],
+        };
+        let err = Graph::from_json(&g.to_json()).unwrap_err();
+        assert!(
+            matches!(&err, GraphError::Name { what: "model", name } if name == "../../x"),
+            "{err}"
+        );
+        let ok = Graph {
+            models: vec![ModelNode {
+                name: "policy_2".into(),
+                source: ModelSource::HuggingFace { path: "m".into() },
+            }],
+            ..g
+        };
+        assert!(Graph::from_json(&ok.to_json()).is_ok());
     }
 
     #[test]

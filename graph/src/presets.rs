@@ -29,6 +29,7 @@ pub fn tiny() -> ModelConfig {
         rope_theta: 10000.0,
         rms_norm_eps: 1e-6,
         tie_embeddings: true,
+        sliding_window: None,
     }
 }
 
@@ -45,5 +46,6 @@ pub fn m20() -> ModelConfig {
         rope_theta: 10000.0,
         rms_norm_eps: 1e-6,
         tie_embeddings: true,
+        sliding_window: None,
     }
 }

@@ -14,8 +14,6 @@
 //! 4. [`ops`] holds hand-written kernels that replace candle ops recording no backward, or ops that
 //!    materialise too much memory: token log-probabilities straight from logits (streaming
 //!    log-sum-exp), the same fused with the LM-head matmul in row chunks, RMSNorm, softmax and RoPE.
-//! 5. [`sampling`] and [`rollout`] hold the non-differentiable kernels of generation and rollout
-//!    bookkeeping (top-k/top-p sampling without a full sort, group advantages, branched rollouts).
 //!
 //! Every op has a CPU forward (the reference). CUDA sources live in `kernels/cuda/*.cu`; see
 //! [`backend_note`] for what the current build runs.
@@ -23,8 +21,6 @@
 pub mod cuda_sources;
 pub mod formula;
 pub mod ops;
-pub mod rollout;
-pub mod sampling;
 mod util;
 
 /// One line saying which backend the fused kernels run on in this build, for logs and `--help`.

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use candle_core::{Device, Tensor, Var};
 use common::{Rng, assert_close};
 use post_graph::{BinaryOp as B, Expr, Quantity as Q, Reduce as R, UnaryOp as U};
-use post_kernels::formula::{FusedLoss, SlotInputs, evaluate_unfused};
+use post_kernels::formula::{FusedLoss, SlotTensors, evaluate_unfused};
 
 const TOL: f32 = 1e-5;
 
@@ -82,7 +82,7 @@ fn dpo() -> Expr {
 }
 
 struct Case {
-    slots: BTreeMap<String, SlotInputs>,
+    slots: BTreeMap<String, SlotTensors>,
     vars: BTreeMap<String, Var>,
     hypers: BTreeMap<String, f64>,
 }
@@ -108,13 +108,13 @@ fn case(rng: &mut Rng, names: &[&str], b: usize, t: usize, group: usize) -> Case
         let logp = Var::from_vec(lp, (b, t), dev).unwrap();
         slots.insert(
             n.to_string(),
-            SlotInputs {
+            SlotTensors {
                 logp: logp.as_tensor().clone(),
                 ref_logp: Some(Tensor::from_vec(rf, (b, t), dev).unwrap()),
                 old_logp: Some(Tensor::from_vec(old, (b, t), dev).unwrap()),
                 mask: Tensor::from_vec(mask, (b, t), dev).unwrap(),
                 reward: Some(Tensor::from_vec(reward, b, dev).unwrap()),
-                max_tokens: Some(t as f64),
+                max_tokens: t,
                 group_size: group,
             },
         );
@@ -318,7 +318,7 @@ fn to64(t: &Tensor) -> Vec<f64> {
 }
 
 /// GRPO computed in float64 from first principles: loss and d loss / d logp.
-fn grpo_f64(s: &SlotInputs, beta: f64, clip: f64) -> (f64, Vec<f64>) {
+fn grpo_f64(s: &SlotTensors, beta: f64, clip: f64) -> (f64, Vec<f64>) {
     let (b, t) = s.mask.dims2().unwrap();
     let (lp, old, rf, m) = (
         to64(&s.logp),
@@ -367,9 +367,9 @@ fn grpo_f64(s: &SlotInputs, beta: f64, clip: f64) -> (f64, Vec<f64>) {
     (loss, grad)
 }
 
-fn dpo_f64(ch: &SlotInputs, rj: &SlotInputs, beta: f64) -> (f64, Vec<f64>, Vec<f64>) {
+fn dpo_f64(ch: &SlotTensors, rj: &SlotTensors, beta: f64) -> (f64, Vec<f64>, Vec<f64>) {
     let (b, t) = ch.mask.dims2().unwrap();
-    let sums = |s: &SlotInputs| -> Vec<(f64, f64)> {
+    let sums = |s: &SlotTensors| -> Vec<(f64, f64)> {
         let (lp, rf, m) = (
             to64(&s.logp),
             to64(s.ref_logp.as_ref().unwrap()),

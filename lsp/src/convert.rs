@@ -57,7 +57,7 @@ pub fn diagnostic(text: &Text, uri: &lt::Uri, d: &post_compiler::Diagnostic) -> 
             post_compiler::Severity::Error => lt::DiagnosticSeverity::ERROR,
             post_compiler::Severity::Warning => lt::DiagnosticSeverity::WARNING,
         }),
-        code: Some(lt::NumberOrString::String(d.code.clone())),
+        code: Some(lt::NumberOrString::String(d.code.to_string())),
         code_description: None,
         source: Some("post".into()),
         message,

@@ -16,15 +16,6 @@ use post_runtime::tasks::{TaskKind, TaskSplit, check, climb_trace_valid, generat
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn encode_prompt(
-    tok: &post_runtime::tokenizer::Tokenizer,
-    prompt: &str,
-) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
-    let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
-    ids.extend(tok.encode(prompt)?);
-    Ok(ids)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
@@ -77,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut greedy_ok = 0;
     let mut greedy_valid = 0;
     for r in &records {
-        let p = encode_prompt(&tok, r.get("prompt").unwrap_or(""))?;
+        let p = tok.encode_prompt(r.get("prompt").unwrap_or(""))?;
         let g = generate(
             &m.model,
             Some(&tok),
@@ -108,7 +99,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if k >= steps.len() {
                 continue;
             }
-            let mut p = encode_prompt(&tok, r.get("prompt").unwrap_or(""))?;
+            let mut p = tok.encode_prompt(r.get("prompt").unwrap_or(""))?;
             let prefix = prefix_text(steps, k, "\n");
             p.extend(tok.encode(&prefix)?);
             for _ in 0..samples {

@@ -18,6 +18,9 @@ use rand_chacha::ChaCha8Rng;
 use crate::model::Transformer;
 use crate::tokenizer::Tokenizer;
 
+/// Prompts generated per `generate` call (bounds the KV cache).
+pub const GEN_CHUNK: usize = 64;
+
 /// How to sample. `Default`: greedy, no filters, 64 new tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -204,6 +207,40 @@ pub fn generate(
         logits = model.forward_cached_last(&ids, &mut cache)?;
     }
     Ok(out)
+}
+
+/// The sampling loop of rollouts and evals: `n` completions for each context (consecutive per
+/// context), generated [`GEN_CHUNK`] prompts per call.
+pub fn generate_n(
+    model: &Transformer,
+    tok: &Tokenizer,
+    contexts: &[Vec<u32>],
+    n: usize,
+    params: &SamplingParams,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Generation>> {
+    let mut prompts = Vec::with_capacity(contexts.len() * n);
+    for c in contexts {
+        for _ in 0..n {
+            prompts.push(c.clone());
+        }
+    }
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(GEN_CHUNK) {
+        out.extend(generate(model, Some(tok), chunk, params, rng)?);
+    }
+    Ok(out)
+}
+
+/// The generation contexts of `prompts`: [`Tokenizer::encode_prompt`] of each.
+pub fn prompt_contexts<'a>(
+    tok: &Tokenizer,
+    prompts: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<Vec<u32>>> {
+    prompts
+        .into_iter()
+        .map(|p| tok.encode_prompt(p).map_err(candle_core::Error::Msg))
+        .collect()
 }
 
 /// Draws one token from a row of logits under `params` (greedy when temperature is 0).

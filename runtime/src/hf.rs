@@ -20,8 +20,9 @@ use candle_nn::{VarBuilder, VarMap};
 use post_graph::ModelConfig;
 use serde_json::{Value, json};
 
+use crate::files::{tmp_path, write_atomic};
 use crate::model::{ModelOptions, Transformer, validate_config};
-use crate::tokenizer::{Tokenizer, TokenizerError, tmp_path, write_atomic};
+use crate::tokenizer::{Tokenizer, TokenizerError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HfError {
@@ -68,11 +69,11 @@ pub fn load_config(dir: &Path) -> Result<(ModelConfig, ModelOptions), HfError> {
 fn parse_config(v: &Value) -> Result<(ModelConfig, ModelOptions), String> {
     let model_type = v.get("model_type").and_then(Value::as_str).unwrap_or("");
     let qwen2 = match model_type {
-        "llama" => false,
+        "llama" | "mistral" => false,
         "qwen2" => true,
         other => {
             return Err(format!(
-                "model_type {other:?} is not supported (supported: \"llama\", \"qwen2\")"
+                "model_type {other:?} is not supported (supported: \"llama\", \"mistral\", \"qwen2\")"
             ));
         }
     };
@@ -116,6 +117,13 @@ fn parse_config(v: &Value) -> Result<(ModelConfig, ModelOptions), String> {
         rope_theta: f64_key("rope_theta", 10000.0)?,
         rms_norm_eps: f64_key("rms_norm_eps", 1e-6)?,
         tie_embeddings: bool_key("tie_word_embeddings", false)?,
+        // Mistral's window applies to every layer; Qwen2 ships a `sliding_window` value that
+        // only counts when `use_sliding_window` is set (checked below). Llama has none.
+        sliding_window: match model_type {
+            "mistral" => usize_key("sliding_window")?,
+            "qwen2" if bool_key("use_sliding_window", false)? => usize_key("sliding_window")?,
+            _ => None,
+        },
     };
     validate_config(&cfg)?;
     if let Some(hd) = usize_key("head_dim")?
@@ -151,8 +159,18 @@ fn parse_config(v: &Value) -> Result<(ModelConfig, ModelOptions), String> {
     if bool_key("mlp_bias", false)? {
         return Err("mlp_bias = true is not supported".into());
     }
+    // Qwen2 windows the layers from `max_window_layers` on; only "all of them" is supported.
     if qwen2 && bool_key("use_sliding_window", false)? {
-        return Err("use_sliding_window = true is not supported".into());
+        let from = usize_key("max_window_layers")?.unwrap_or(cfg.num_layers);
+        if from != 0 {
+            return Err(format!(
+                "use_sliding_window with max_window_layers = {from} (full attention below layer \
+                 {from}) is not supported: only a window in every layer (max_window_layers = 0)"
+            ));
+        }
+        if cfg.sliding_window.is_none() {
+            return Err("use_sliding_window = true needs a sliding_window size".into());
+        }
     }
     let options = ModelOptions {
         attention_bias: qwen2 || bool_key("attention_bias", false)?,
@@ -162,10 +180,10 @@ fn parse_config(v: &Value) -> Result<(ModelConfig, ModelOptions), String> {
 
 /// The `config.json` that [`save`] writes (Llama unless the options need Qwen2's biases).
 pub fn config_json(cfg: &ModelConfig, opts: &ModelOptions, tokenizer: Option<&Tokenizer>) -> Value {
-    let (arch, model_type) = if opts.attention_bias {
-        ("Qwen2ForCausalLM", "qwen2")
-    } else {
-        ("LlamaForCausalLM", "llama")
+    let (arch, model_type) = match (opts.attention_bias, cfg.sliding_window) {
+        (true, _) => ("Qwen2ForCausalLM", "qwen2"),
+        (false, Some(_)) => ("MistralForCausalLM", "mistral"),
+        (false, None) => ("LlamaForCausalLM", "llama"),
     };
     let mut v = json!({
         "architectures": [arch],
@@ -188,6 +206,13 @@ pub fn config_json(cfg: &ModelConfig, opts: &ModelOptions, tokenizer: Option<&To
         "torch_dtype": "float32",
         "use_cache": true,
     });
+    if let Some(w) = cfg.sliding_window {
+        v["sliding_window"] = json!(w);
+        if opts.attention_bias {
+            v["use_sliding_window"] = json!(true);
+            v["max_window_layers"] = json!(0);
+        }
+    }
     if let Some(t) = tokenizer {
         v["eos_token_id"] = json!(t.eos_id());
         v["pad_token_id"] = json!(t.pad_id());

@@ -3,9 +3,13 @@
 pub mod checkpoint;
 pub mod data;
 pub mod exec;
+pub mod files;
 pub mod fusion;
+pub mod hash;
 pub mod optim;
 pub mod output;
+pub mod record;
+pub mod rundir;
 pub mod tasks;
 
 pub use fusion::{kernels_enabled, set_kernels_enabled};

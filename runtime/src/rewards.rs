@@ -11,6 +11,8 @@ use std::sync::{Mutex, OnceLock};
 use post_graph::{RBinary, RExpr, RFunc, RUnary};
 use regex::Regex;
 
+use crate::record::Record;
+
 /// One generated sample as a reward sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample<'a> {
@@ -41,6 +43,24 @@ pub enum RewardError {
 /// Any evaluation error gives NaN (use [`try_eval_reward`] to see the error).
 pub fn eval_reward(expr: &RExpr, sample: &Sample) -> f64 {
     try_eval_reward(expr, sample).unwrap_or(f64::NAN)
+}
+
+/// The reward of a completion written for `record`: the one scoring call of rollouts and evals.
+pub fn score(expr: &RExpr, completion: &str, completion_tokens: usize, record: &Record) -> f64 {
+    eval_reward(
+        expr,
+        &Sample {
+            completion,
+            fields: record.fields(),
+            completion_tokens,
+        },
+    )
+}
+
+/// A reward as it counts in averages and advantages: NaN (an unparsable completion in the
+/// reward language) and infinities count as 0, a failure rather than a poisoned mean.
+pub fn counted(reward: f64) -> f64 {
+    if reward.is_finite() { reward } else { 0.0 }
 }
 
 /// Like [`eval_reward`], reporting why evaluation failed.

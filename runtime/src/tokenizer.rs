@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::files::write_atomic;
+
 /// The characters of the built-in tokenizer, ids 4.. in this order.
 pub const CHARS: &str = "0123456789abcdefghijklmnopqrstuvwxyz +-*/=()<>.,:;?#_[]\n";
 /// Vocabulary size of the built-in tokenizer (ids past the characters are reserved).
@@ -146,6 +148,29 @@ impl Tokenizer {
                 .map(|e| e.get_ids().to_vec())
                 .map_err(|e| TokenizerError::Tokenizer(e.to_string())),
         }
+    }
+
+    /// Prompt ids for generation: `[bos] prompt`. Never empty: a model needs at least one
+    /// token to condition on, so the eos id stands in for a missing bos (Hugging Face
+    /// tokenizers without one, QFFT's empty prompts).
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Vec<u32>, String> {
+        let mut ids: Vec<u32> = self.bos_id().into_iter().collect();
+        ids.extend(self.encode(prompt).map_err(|e| e.to_string())?);
+        if ids.is_empty() {
+            ids.push(self.eos_id());
+        }
+        Ok(ids)
+    }
+
+    /// Token ids of a training pair, `[bos] prompt completion eos`, and the prompt length (bos
+    /// included). Prompt and completion are encoded apart, so the boundary is a token boundary.
+    pub fn encode_pair(&self, prompt: &str, completion: &str) -> Result<(Vec<u32>, usize), String> {
+        let mut ids: Vec<u32> = self.bos_id().into_iter().collect();
+        ids.extend(self.encode(prompt).map_err(|e| e.to_string())?);
+        let prompt_len = ids.len();
+        ids.extend(self.encode(completion).map_err(|e| e.to_string())?);
+        ids.push(self.eos_id());
+        Ok((ids, prompt_len))
     }
 
     /// Text of `ids`, skipping special tokens (and, for the char tokenizer, reserved ids).
@@ -305,7 +330,7 @@ fn char_tokenizer_json() -> Value {
         "padding": null,
         "added_tokens": added,
         "normalizer": null,
-        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(?s)."},
+        "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[\\s\\S]"},
                           "behavior": "Isolated", "invert": false},
         "post_processor": null,
         "decoder": {"type": "Fuse"},
@@ -368,19 +393,6 @@ fn read_json_opt(path: &Path) -> Result<Option<Value>, TokenizerError> {
 pub(crate) fn write_json_atomic(path: &Path, v: &Value) -> Result<(), TokenizerError> {
     let s = serde_json::to_string_pretty(v).map_err(|e| file_err(path, e))?;
     write_atomic(path, s.as_bytes()).map_err(|e| file_err(path, e))
-}
-
-/// Writes `bytes` to `<path>.tmp` and renames it to `path` (atomic on one file system).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
 }
 
 #[cfg(test)]

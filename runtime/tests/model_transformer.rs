@@ -30,6 +30,7 @@ fn small_cfg(tie: bool) -> ModelConfig {
         rope_theta: 100.0,
         rms_norm_eps: 1e-5,
         tie_embeddings: tie,
+        sliding_window: None,
     }
 }
 
@@ -170,7 +171,9 @@ fn reference_logits(
             let kvh = head / (nh / nkv);
             for i in 0..t {
                 let qi = &q[i][head * hd..(head + 1) * hd];
-                let scores: Vec<f64> = (0..=i)
+                // A sliding window of w keeps the keys i + 1 - w ..= i.
+                let lo = cfg.sliding_window.map_or(0, |w| (i + 1).saturating_sub(w));
+                let scores: Vec<f64> = (lo..=i)
                     .map(|j| {
                         let kj = &k[j][kvh * hd..(kvh + 1) * hd];
                         qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() / (hd as f64).sqrt()
@@ -178,7 +181,7 @@ fn reference_logits(
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = scores.iter().map(|s| (s - m).exp()).sum();
-                for (j, s) in scores.iter().enumerate() {
+                for (j, s) in (lo..=i).zip(&scores) {
                     let w = (s - m).exp() / z;
                     for d in 0..hd {
                         attn[i][head * hd + d] += w * v[j][kvh * hd + d];
@@ -239,8 +242,15 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
 
 #[test]
 fn forward_matches_float64_reference() -> Result<()> {
-    for (tie, bias) in [(true, false), (false, true)] {
-        let cfg = small_cfg(tie);
+    for (tie, bias, window) in [
+        (true, false, None),
+        (false, true, None),
+        (true, true, Some(3)),
+    ] {
+        let cfg = ModelConfig {
+            sliding_window: window,
+            ..small_cfg(tie)
+        };
         let (model, _vm) = random_model(&cfg, bias, DType::F64, 1)?;
         let p = params_f64(&model)?;
         let seqs = vec![
@@ -253,7 +263,10 @@ fn forward_matches_float64_reference() -> Result<()> {
             let got: Vec<Vec<f64>> = logits.get(r)?.to_vec2()?;
             for (gw, ww) in got.iter().zip(&want) {
                 for (g, w) in gw.iter().zip(ww) {
-                    assert!((g - w).abs() < 1e-10, "tie={tie} bias={bias}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() < 1e-10,
+                        "tie={tie} bias={bias} window={window:?}: {g} vs {w}"
+                    );
                 }
             }
         }
@@ -377,7 +390,52 @@ fn right_padding_does_not_change_real_positions() -> Result<()> {
 
 #[test]
 fn cached_left_padded_forward_equals_uncached() -> Result<()> {
-    let cfg = small_cfg(false);
+    cached_equals_uncached(small_cfg(false))?;
+    // The window (3) is shorter than the longest prompt plus continuation (8), so cached keys
+    // fall out of it during generation.
+    cached_equals_uncached(ModelConfig {
+        sliding_window: Some(3),
+        ..small_cfg(false)
+    })
+}
+
+/// With a sliding window of w, no token at or before position i - layers * (w - 1) reaches
+/// position i's logits (each layer looks w - 1 tokens back), and one just inside does.
+#[test]
+fn sliding_window_bounds_the_receptive_field() -> Result<()> {
+    let w = 3;
+    let cfg = ModelConfig {
+        sliding_window: Some(w),
+        ..small_cfg(true)
+    };
+    let full = small_cfg(true);
+    let (model, vm) = random_model(&cfg, false, DType::F64, 9)?;
+    let (unwindowed, vm_full) = random_model(&full, false, DType::F64, 9)?;
+    drop((vm, vm_full));
+    let seq = vec![1u32, 5, 7, 2, 12, 0, 3, 3, 9, 4, 6];
+    let last = seq.len() - 1;
+    let reach = cfg.num_layers * (w - 1); // 4: positions 7..=10 reach position 10
+    let changed = |at: usize| {
+        let mut s = seq.clone();
+        s[at] = (s[at] + 1) % 13;
+        s
+    };
+    let logits_at_last = |m: &Transformer, s: &[u32]| -> Result<Tensor> {
+        m.forward(&ids_tensor(&[s.to_vec()])?)?.get(0)?.get(last)
+    };
+    let base = logits_at_last(&model, &seq)?;
+    let outside = logits_at_last(&model, &changed(last - reach - 1))?;
+    assert!(max_abs_diff(&base, &outside)? < 1e-12);
+    let inside = logits_at_last(&model, &changed(last - reach))?;
+    assert!(max_abs_diff(&base, &inside)? > 1e-6);
+    // Without the window the same change does reach it.
+    let base = logits_at_last(&unwindowed, &seq)?;
+    let outside = logits_at_last(&unwindowed, &changed(last - reach - 1))?;
+    assert!(max_abs_diff(&base, &outside)? > 1e-6);
+    Ok(())
+}
+
+fn cached_equals_uncached(cfg: ModelConfig) -> Result<()> {
     let (model, _vm) = random_model(&cfg, true, DType::F64, 4)?;
     let prompts = [vec![5u32, 1, 9, 2, 7], vec![3u32, 12], vec![8u32, 8, 8, 4]];
     let cont = [[6u32, 2, 11], [0, 10, 5], [7, 7, 1]];
@@ -564,12 +622,23 @@ fn tempdir(tag: &str) -> PathBuf {
 #[test]
 fn hf_save_load_round_trip_gives_identical_logits() -> std::result::Result<(), hf::HfError> {
     let tok = Tokenizer::builtin_char();
-    for (tie, bias) in [(true, false), (false, true)] {
+    // A window saves as Mistral (no biases) or as Qwen2 windowed in every layer.
+    for (tie, bias, window, model_type) in [
+        (true, false, None, "llama"),
+        (false, true, None, "qwen2"),
+        (true, false, Some(4), "mistral"),
+        (false, true, Some(4), "qwen2"),
+    ] {
         let mut cfg = small_cfg(tie);
         cfg.vocab_size = 64; // holds the char tokenizer
+        cfg.sliding_window = window;
         let (model, _vm) = random_model(&cfg, bias, DType::F32, 9)?;
-        let dir = tempdir(&format!("rt{tie}{bias}"));
+        let dir = tempdir(&format!("rt{tie}{bias}{window:?}"));
         hf::save(&dir, &model, Some(&tok))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(json["model_type"], model_type);
         let loaded = hf::load(&dir, DType::F32, &Device::Cpu)?;
         assert_eq!(loaded.config, cfg);
         assert_eq!(loaded.options.attention_bias, bias);
@@ -715,6 +784,14 @@ fn hf_errors_name_the_file_and_the_problem() -> std::result::Result<(), hf::HfEr
     )
     .expect("writable");
     assert!(load_err(&dir).contains("rope_scaling of type \"yarn\""));
+    // Qwen2 windowing only some layers has no counterpart here.
+    let mut partial: serde_json::Value = serde_json::from_str(&good).expect("valid JSON");
+    partial["model_type"] = "qwen2".into();
+    partial["use_sliding_window"] = true.into();
+    partial["sliding_window"] = 4.into();
+    partial["max_window_layers"] = 1.into();
+    std::fs::write(&cfg_path, partial.to_string()).expect("writable");
+    assert!(load_err(&dir).contains("max_window_layers = 1"));
     std::fs::write(&cfg_path, &good).expect("writable");
 
     std::fs::remove_file(&weights).expect("exists");

@@ -10,9 +10,10 @@ use post_graph::{
     Sampling, UnaryOp,
 };
 use post_runtime::data::Record;
+use post_runtime::exec::rollout_slot;
 use post_runtime::model::{ModelOptions, Transformer, presets};
 use post_runtime::objectives::{SlotMap, SlotTensors, evaluate_loss};
-use post_runtime::rollouts::{RolloutBatch, RolloutState, slot_tensors};
+use post_runtime::rollouts::{RolloutBatch, RolloutState, Scoring};
 use post_runtime::tasks::{self, TaskSplit};
 use post_runtime::tokenizer::Tokenizer;
 use rand::{Rng, SeedableRng};
@@ -79,7 +80,7 @@ fn loss_at(
     fixed: &SlotTensors,
     tok: &Tokenizer,
 ) -> candle_core::Result<Tensor> {
-    let mut st = slot_tensors(batch, model, None, tok, &Device::Cpu, false)?;
+    let mut st = rollout_slot(batch, model, None, tok.pad_id(), &Device::Cpu, false)?;
     st.logp = st.logp.to_dtype(DType::F64)?;
     st.old_logp = fixed.old_logp.clone();
     st.ref_logp = fixed.ref_logp.clone();
@@ -116,6 +117,7 @@ fn grpo_gradient_through_the_model_matches_finite_differences() {
         rollouts: vec![],
         stages: vec![],
         defaults_applied: vec![],
+        prerequisites: vec![],
     };
     let recs = tasks::generate("arith", TaskSplit::Train, 2, 2, 3).expect("task");
     let refs: Vec<&Record> = recs.iter().collect();
@@ -130,7 +132,14 @@ fn grpo_gradient_through_the_model_matches_finite_differences() {
         stop: vec!["\n".into()],
     });
     let batch = RolloutState::default()
-        .run(&graph, &rollout, Some("len"), &model, &tok, &refs, &mut rng)
+        .run(
+            &rollout,
+            &Scoring::resolve(&graph, &rollout, Some("len")).expect("rewards"),
+            &model,
+            &tok,
+            &refs,
+            &mut rng,
+        )
         .expect("rollout");
     let rewards: Vec<f64> = batch.seqs.iter().map(|s| s.reward).collect();
     assert!(
@@ -141,7 +150,7 @@ fn grpo_gradient_through_the_model_matches_finite_differences() {
     // Fixed inputs: the reference's log-probabilities and a sampler that differs from the
     // policy (as on a later update), so ratios and clipping are exercised.
     let mut fixed =
-        slot_tensors(&batch, &model, Some(&reference), &tok, &dev, false).expect("slot");
+        rollout_slot(&batch, &model, Some(&reference), tok.pad_id(), &dev, false).expect("slot");
     let lp = fixed.logp.detach().to_dtype(DType::F64).expect("f64");
     let noise: Vec<f64> = (0..lp.elem_count())
         .map(|_| 0.3 * (rng.random::<f64>() - 0.5))

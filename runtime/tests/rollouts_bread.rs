@@ -10,9 +10,9 @@ use post_graph::{
     BranchAnchor, GRAPH_VERSION, Graph, PrefixSearch, RExpr, RFunc, RewardNode, Rollout, Sampling,
 };
 use post_runtime::data::Record;
-use post_runtime::exec::encode_prompt;
+use post_runtime::exec::rollout_slot;
 use post_runtime::model::{ModelOptions, Transformer, presets};
-use post_runtime::rollouts::{RolloutBatch, RolloutState, prefix_text, slot_tensors, split_steps};
+use post_runtime::rollouts::{RolloutBatch, RolloutState, Scoring, prefix_text, split_steps};
 use post_runtime::tasks::{self, TaskSplit};
 use post_runtime::tokenizer::Tokenizer;
 use rand::SeedableRng;
@@ -32,6 +32,7 @@ fn graph_with_reward(name: &str, expr: RExpr) -> Graph {
         rollouts: vec![],
         stages: vec![],
         defaults_applied: vec![],
+        prerequisites: vec![],
     }
 }
 
@@ -113,9 +114,13 @@ fn run_branched(
     let mut state = RolloutState::default();
     let batch = state
         .run(
-            &graph,
             &bread_anchored(n, PrefixSearch::Binary, anchor),
-            None,
+            &Scoring::resolve(
+                &graph,
+                &bread_anchored(n, PrefixSearch::Binary, anchor),
+                None,
+            )
+            .expect("rewards"),
             model,
             tok,
             refs,
@@ -179,7 +184,9 @@ fn branched_rollouts_splice_the_shortest_successful_prefix() {
         available += tok.encode(trace).expect("encode").len();
         let steps = split_steps(trace, "\n");
         let prefix = prefix_text(&steps, 3, "\n");
-        let mut context = encode_prompt(&tok, r.get("prompt").expect("prompt")).expect("prompt");
+        let mut context = tok
+            .encode_prompt(r.get("prompt").expect("prompt"))
+            .expect("prompt");
         let prefix_ids = tok.encode(&prefix).expect("encode");
         used += prefix_ids.len();
         context.extend(&prefix_ids);
@@ -214,7 +221,7 @@ fn branched_rollouts_splice_the_shortest_successful_prefix() {
     assert!(batch.stats.search_groups >= 2);
 
     // The slot: prefix tokens are context (mask 0); exactly the sampled tokens carry loss.
-    let st = slot_tensors(&batch, &model, None, &tok, &Device::Cpu, false).expect("slot");
+    let st = rollout_slot(&batch, &model, None, tok.pad_id(), &Device::Cpu, false).expect("slot");
     assert_eq!(st.group_size, n);
     assert_eq!(st.max_tokens, 10);
     let mask: Vec<Vec<f32>> = st.mask.to_vec2().expect("mask");
@@ -245,9 +252,8 @@ fn memory_bounds_later_searches_and_the_prefix_shrinks() {
     let refs: Vec<&Record> = first.iter().collect();
     state
         .run(
-            &graph,
             &bread(2, PrefixSearch::Binary),
-            None,
+            &Scoring::resolve(&graph, &bread(2, PrefixSearch::Binary), None).expect("rewards"),
             &model,
             &tok,
             &refs,
@@ -258,9 +264,8 @@ fn memory_bounds_later_searches_and_the_prefix_shrinks() {
     let refs: Vec<&Record> = later.iter().collect();
     let batch = state
         .run(
-            &graph,
             &bread(2, PrefixSearch::Binary),
-            None,
+            &Scoring::resolve(&graph, &bread(2, PrefixSearch::Binary), None).expect("rewards"),
             &model,
             &tok,
             &refs,
@@ -279,9 +284,8 @@ fn memory_bounds_later_searches_and_the_prefix_shrinks() {
     let mut fresh = RolloutState::default();
     let batch = fresh
         .run(
-            &graph,
             &bread(2, PrefixSearch::Linear),
-            None,
+            &Scoring::resolve(&graph, &bread(2, PrefixSearch::Linear), None).expect("rewards"),
             &model,
             &tok,
             &refs,
@@ -303,9 +307,8 @@ fn groups_with_a_success_are_not_branched() {
     let mut state = RolloutState::default();
     let batch = state
         .run(
-            &graph,
             &bread(3, PrefixSearch::Binary),
-            None,
+            &Scoring::resolve(&graph, &bread(3, PrefixSearch::Binary), None).expect("rewards"),
             &model,
             &tok,
             &refs,
@@ -334,9 +337,9 @@ fn plain_sampling_gives_consecutive_groups_and_masks_truncation() {
     let mut state = RolloutState::default();
     let batch = state
         .run(
-            &graph,
             &Rollout::Sample(sampling(4, 6)),
-            Some("len"),
+            &Scoring::resolve(&graph, &Rollout::Sample(sampling(4, 6)), Some("len"))
+                .expect("rewards"),
             &model,
             &tok,
             &refs,
@@ -349,7 +352,7 @@ fn plain_sampling_gives_consecutive_groups_and_masks_truncation() {
         assert_eq!(s.reward, s.text.chars().count() as f64);
         assert!(s.completion.len() <= 6);
     }
-    let st = slot_tensors(&batch, &model, None, &tok, &Device::Cpu, true).expect("slot");
+    let st = rollout_slot(&batch, &model, None, tok.pad_id(), &Device::Cpu, true).expect("slot");
     let mask: Vec<Vec<f32>> = st.mask.to_vec2().expect("mask");
     for (row, s) in mask.iter().zip(&batch.seqs) {
         let carried: f32 = row.iter().sum();
@@ -357,17 +360,5 @@ fn plain_sampling_gives_consecutive_groups_and_masks_truncation() {
         assert_eq!(carried as usize, want);
     }
     // Unknown rewards are errors, not panics.
-    assert!(
-        state
-            .run(
-                &graph,
-                &Rollout::Sample(sampling(2, 4)),
-                Some("nope"),
-                &model,
-                &tok,
-                &refs,
-                &mut rng
-            )
-            .is_err()
-    );
+    assert!(Scoring::resolve(&graph, &Rollout::Sample(sampling(2, 4)), Some("nope")).is_err());
 }

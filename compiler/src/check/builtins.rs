@@ -9,251 +9,14 @@ use post_graph::{
     Sampling, Schedule, Shape, Split, Summary, Transform,
 };
 
+use super::signatures::{self, Scope};
 use super::{Checker, DataVal, RolloutVal, Unit, Value, num_of};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
 use crate::suggest;
 use crate::syntax::ast::*;
 
-/// Numeric ranges a parameter may require.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum R {
-    Any,
-    /// > 0
-    Pos,
-    /// >= 0
-    NonNeg,
-    /// strictly between 0 and 1
-    Prob,
-    /// in (0, 1]
-    Frac,
-}
-
-impl R {
-    fn holds(self, x: f64) -> bool {
-        match self {
-            R::Any => x.is_finite(),
-            R::Pos => x > 0.0,
-            R::NonNeg => x >= 0.0,
-            R::Prob => x > 0.0 && x < 1.0,
-            R::Frac => x > 0.0 && x <= 1.0,
-        }
-    }
-
-    fn text(self) -> &'static str {
-        match self {
-            R::Any => "a finite number",
-            R::Pos => "> 0",
-            R::NonNeg => ">= 0",
-            R::Prob => "strictly between 0 and 1",
-            R::Frac => "in (0, 1]",
-        }
-    }
-}
-
-/// Types of built-in parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum T {
-    Num(R),
-    /// A non-negative whole number.
-    Int,
-    /// A whole number >= 1.
-    Count,
-    Str,
-    Bool,
-    Tokens,
-    Steps,
-    Batch,
-    ModelSrc,
-    Model,
-    Data,
-    Reward,
-    Rollout,
-    /// A `sample(...)`/`greedy(...)` rollout (the base of the composite policies).
-    Sampling,
-    Sched(R),
-    Range,
-    Sym(&'static [&'static str]),
-    FieldName,
-    StrList,
-    IntList,
-    Summaries,
-    Cond,
-    Optimizer,
-    Metric,
-    Objective,
-}
-
-/// Types of parameters declared in `.post` definitions (`beta: pos = 0.1`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum PT {
-    T(T),
-    Sym(Vec<String>),
-    /// A sequence set (slot) of an objective.
-    Seqs,
-    /// A formula value at most this axis (`token`, `seq`, `scalar`).
-    Axis(post_graph::Axis),
-    Any,
-}
-
-pub const TYPE_NAMES: &[&str] = &[
-    "num", "pos", "nonneg", "prob", "int", "count", "str", "bool", "tokens", "steps", "model",
-    "data", "reward", "rollout", "seqs", "token", "seq", "scalar",
-];
-
-pub fn param_type(ty: &[Ident]) -> Option<PT> {
-    if ty.len() > 1 {
-        return Some(PT::Sym(ty.iter().map(|i| i.name.clone()).collect()));
-    }
-    let name = ty.first()?.name.as_str();
-    Some(match name {
-        "num" => PT::T(T::Num(R::Any)),
-        "pos" => PT::T(T::Num(R::Pos)),
-        "nonneg" => PT::T(T::Num(R::NonNeg)),
-        "prob" => PT::T(T::Num(R::Prob)),
-        "int" => PT::T(T::Int),
-        "count" => PT::T(T::Count),
-        "str" => PT::T(T::Str),
-        "bool" => PT::T(T::Bool),
-        "tokens" => PT::T(T::Tokens),
-        "steps" => PT::T(T::Steps),
-        "model" => PT::T(T::Model),
-        "data" => PT::T(T::Data),
-        "reward" => PT::T(T::Reward),
-        "rollout" => PT::T(T::Rollout),
-        "seqs" => PT::Seqs,
-        "token" => PT::Axis(post_graph::Axis::Token),
-        "seq" => PT::Axis(post_graph::Axis::Seq),
-        "scalar" => PT::Axis(post_graph::Axis::Scalar),
-        _ => return None,
-    })
-}
-
-/// Defaults of built-in parameters.
-#[derive(Debug, Clone, Copy)]
-pub enum D {
-    Req,
-    Opt,
-    Num(f64),
-    Str(&'static str),
-    Bool(bool),
-    Sym(&'static str),
-    Tokens(u64),
-    Steps(u64),
-    Empty,
-}
-
-pub struct P {
-    pub name: &'static str,
-    pub ty: T,
-    pub default: D,
-}
-
-const fn p(name: &'static str, ty: T, default: D) -> P {
-    P { name, ty, default }
-}
-
-impl D {
-    fn value(self) -> Option<(Value, String)> {
-        Some(match self {
-            D::Req | D::Opt => return None,
-            D::Num(x) => (Value::Num(x), fmt_num(x)),
-            D::Str(s) => (Value::Str(s.to_string()), format!("{s:?}")),
-            D::Bool(b) => (Value::Bool(b), b.to_string()),
-            D::Sym(s) => (Value::Sym(s.to_string()), s.to_string()),
-            D::Tokens(n) => (
-                Value::Quantity(n as f64, Unit::Tokens),
-                format!("{n} tokens"),
-            ),
-            D::Steps(n) => (Value::Quantity(n as f64, Unit::Steps), format!("{n} steps")),
-            D::Empty => (Value::List(vec![]), "[]".to_string()),
-        })
-    }
-}
-
-pub fn fmt_num(x: f64) -> String {
-    if x == x.trunc() && x.abs() < 1e15 {
-        format!("{}", x as i64)
-    } else {
-        format!("{x}")
-    }
-}
-
-/// Every name callable at the experiment level, in formulas or in rewards (for suggestions).
-pub const BUILTIN_NAMES: &[&str] = &[
-    "preset",
-    "hf",
-    "frozen",
-    "snapshot",
-    "lagged",
-    "task",
-    "jsonl",
-    "selected",
-    "sample",
-    "greedy",
-    "branched",
-    "guided",
-    "verifier_stopped",
-    "replay",
-    "adamw",
-    "sgd",
-    "constant",
-    "linear",
-    "cosine",
-    "warmup",
-    "accuracy",
-    "mean_reward",
-    "mean_length",
-    "pass_at",
-    "intrinsic_dim",
-    "density_peaks",
-    "context_attention",
-    "attends_to_context",
-    "logp",
-    "ref_logp",
-    "old_logp",
-    "mask",
-    "length",
-    "max_tokens",
-    "num_seqs",
-    "group_size",
-    "exp",
-    "log",
-    "log1p",
-    "sigmoid",
-    "log_sigmoid",
-    "relu",
-    "abs",
-    "sqrt",
-    "square",
-    "tanh",
-    "detach",
-    "min",
-    "max",
-    "clip",
-    "where",
-    "sum_tokens",
-    "mean_tokens",
-    "group_mean",
-    "group_std",
-    "batch_mean",
-    "batch_std",
-    "mean_seqs",
-    "sum_seqs",
-    "mean_all_tokens",
-    "sum_all_tokens",
-    "number",
-    "answer",
-    "extract",
-    "matches",
-    "len",
-    "contains",
-    "starts_with",
-    "ends_with",
-    "trim",
-    "lower",
-    "climb_valid",
-];
+pub use super::params::{D, P, PT, R, T, TYPE_NAMES, fmt_num, p, param_type};
 
 /// The values bound to a call's parameters.
 #[derive(Debug, Default)]
@@ -329,7 +92,7 @@ pub fn assign_args(
                 if seen_named {
                     c.err(
                         Diagnostic::error(
-                            "E0105",
+                            Code::E0105,
                             "positional argument after a named one",
                             a.span,
                             "positional argument",
@@ -342,12 +105,17 @@ pub fn assign_args(
                 if next_pos >= names.len() {
                     c.err(
                         Diagnostic::error(
-                            "E0105",
+                            Code::E0105,
                             format!("too many arguments: expected at most {}", names.len()),
                             a.span,
                             "extra argument",
                         )
-                        .with_label(call_span, "in this call"),
+                        .with_label(call_span, "in this call")
+                        .with_help(if names.is_empty() {
+                            "this takes no arguments: remove it".to_string()
+                        } else {
+                            format!("the arguments are, in order: {}", names.join(", "))
+                        }),
                     );
                     ok = false;
                     continue;
@@ -362,12 +130,13 @@ pub fn assign_args(
                         if let Some(prev) = out[i] {
                             c.err(
                                 Diagnostic::error(
-                                    "E0105",
+                                    Code::E0105,
                                     format!("argument `{}` given twice", n.name),
                                     n.span,
                                     "given again here",
                                 )
-                                .with_label(args[prev].span, "first given here"),
+                                .with_label(args[prev].span, "first given here")
+                                .with_help(format!("keep one `{}`: remove the other", n.name)),
                             );
                             ok = false;
                         } else {
@@ -385,7 +154,7 @@ pub fn assign_args(
                             });
                         c.err(
                             Diagnostic::error(
-                                "E0103",
+                                Code::E0103,
                                 format!("unknown argument `{}`", n.name),
                                 n.span,
                                 "unknown argument",
@@ -434,12 +203,18 @@ pub fn bind(
             }
             None => match prm.default {
                 D::Req => {
-                    c.err(Diagnostic::error(
-                        "E0104",
-                        format!("missing required argument `{}`", prm.name),
-                        call_span,
-                        format!("`{}` is required", prm.name),
-                    ));
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0104,
+                            format!("missing required argument `{}`", prm.name),
+                            call_span,
+                            format!("`{}` is required", prm.name),
+                        )
+                        .with_help(format!(
+                            "add `{} = ...` to the call ({} has no default)",
+                            prm.name, prm.name
+                        )),
+                    );
                     ok = false;
                 }
                 D::Opt => {}
@@ -474,22 +249,31 @@ fn check_range(c: &mut Checker, v: Value, prm: &P, span: Span) -> Option<Value> 
 
 /// Every value a number or schedule takes must lie in `r`.
 pub fn check_value_range(c: &mut Checker, v: &Value, r: R, name: &str, span: Span) -> Option<()> {
-    let values: Vec<f64> = match v {
-        Value::Num(x) => vec![*x],
+    // (value, whether it is a schedule's end, which is approached but never applied)
+    let values: Vec<(f64, bool)> = match v {
+        Value::Num(x) => vec![(*x, false)],
         Value::Schedule(s) => match s.shape {
-            Shape::Constant { value } => vec![value],
-            Shape::Linear { from, to } | Shape::Cosine { from, to } => vec![from, to],
+            Shape::Constant { value } => vec![(value, false)],
+            Shape::Linear { from, to } | Shape::Cosine { from, to } => {
+                vec![(from, false), (to, true)]
+            }
         },
         _ => vec![],
     };
-    for x in values {
-        if !r.holds(x) {
-            c.err(Diagnostic::error(
-                "E0401",
-                format!("`{name}` must be {}, found {}", r.text(), fmt_num(x)),
-                span,
-                format!("out of range ({})", r.text()),
-            ));
+    for (x, end) in values {
+        let ok = if end { r.holds_at_end(x) } else { r.holds(x) };
+        if !ok {
+            let scheduled =
+                matches!(v, Value::Schedule(s) if !matches!(s.shape, Shape::Constant { .. }));
+            c.err(
+                Diagnostic::error(
+                    Code::E0401,
+                    format!("`{name}` must be {}, found {}", r.text(), fmt_num(x)),
+                    span,
+                    format!("out of range ({})", r.text()),
+                )
+                .with_help(r.help(name, x, scheduled)),
+            );
             return None;
         }
     }
@@ -527,12 +311,18 @@ pub fn symbol(c: &mut Checker, e: &Expr, opts: &[impl AsRef<str>]) -> Option<Val
         ExprKind::Str(s) => s.clone(),
         _ => {
             let list: Vec<&str> = opts.iter().map(|o| o.as_ref()).collect();
-            c.err(Diagnostic::error(
-                "E0201",
-                format!("expected one of {}", list.join(", ")),
-                e.span,
-                "not an option name",
-            ));
+            c.err(
+                Diagnostic::error(
+                    Code::E0201,
+                    format!("expected one of {}", list.join(", ")),
+                    e.span,
+                    "not an option name",
+                )
+                .with_help(format!(
+                    "write one of the names as they are (no quotes needed): {}",
+                    list.join(", ")
+                )),
+            );
             return None;
         }
     };
@@ -542,12 +332,15 @@ pub fn symbol(c: &mut Checker, e: &Expr, opts: &[impl AsRef<str>]) -> Option<Val
     let list: Vec<&str> = opts.iter().map(|o| o.as_ref()).collect();
     c.err(
         Diagnostic::error(
-            "E0401",
+            Code::E0401,
             format!("`{name}` is not one of {}", list.join(", ")),
             e.span,
             "unknown option",
         )
-        .with_help_opt(suggest::did_you_mean(&name, list.iter().copied())),
+        .with_help(
+            suggest::did_you_mean(&name, list.iter().copied())
+                .unwrap_or_else(|| format!("the options are {}", list.join(", "))),
+        ),
     );
     None
 }
@@ -564,7 +357,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             Value::Quantity(x, u) => {
                 c.err(
                     Diagnostic::error(
-                        "E0202",
+                        Code::E0202,
                         format!("expected a plain number, found a number of {}", u.name()),
                         span,
                         "unexpected unit",
@@ -581,7 +374,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
                 Value::Quantity(x, u) => {
                     c.err(
                         Diagnostic::error(
-                            "E0202",
+                            Code::E0202,
                             format!("expected a plain count, found a number of {}", u.name()),
                             span,
                             "unexpected unit",
@@ -593,7 +386,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
                 Value::Schedule(_) => {
                     c.err(
                         Diagnostic::error(
-                            "E0203",
+                            Code::E0203,
                             "a schedule is not allowed here: this value must be a constant",
                             span,
                             "scheduled",
@@ -606,12 +399,21 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             };
             let min = if t == T::Count { 1.0 } else { 0.0 };
             if x.fract() != 0.0 || x < min || x > 1e15 {
-                c.err(Diagnostic::error(
-                    "E0401",
-                    format!("expected a whole number >= {}, found {}", min, fmt_num(x)),
-                    span,
-                    "out of range",
-                ));
+                c.err(
+                    Diagnostic::error(
+                        Code::E0401,
+                        format!("expected a whole number >= {}, found {}", min, fmt_num(x)),
+                        span,
+                        "out of range",
+                    )
+                    .with_help(
+                        if x.fract() != 0.0 && x.round() >= min && x <= 1e15 {
+                            format!("write a whole number, e.g. `{}`", fmt_num(x.round()))
+                        } else {
+                            format!("write a whole number from {min} to 1e15")
+                        },
+                    ),
+                );
                 return None;
             }
             Some(Value::Num(x))
@@ -625,28 +427,50 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             let x = match v {
                 Value::Num(x) => x,
                 Value::Quantity(x, u) if u == want => x,
-                Value::Quantity(_, u) => {
-                    c.err(Diagnostic::error(
-                        "E0202",
-                        format!("expected {}, found {}", want.name(), u.name()),
-                        span,
-                        format!("this counts {}", u.name()),
-                    ));
+                Value::Quantity(q, u) => {
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0202,
+                            format!("expected {}, found {}", want.name(), u.name()),
+                            span,
+                            format!("this counts {}", u.name()),
+                        )
+                        .with_help(format!(
+                            "this setting is counted in {}: write a number of {}, e.g. `{} {}`",
+                            want.name(),
+                            want.name(),
+                            fmt_num(q.round().max(1.0)),
+                            want.name()
+                        )),
+                    );
                     return None;
                 }
                 v => return mismatch(c, &format!("a number of {}", want.name()), &v),
             };
             if x.fract() != 0.0 || !(0.0..=1e15).contains(&x) {
-                c.err(Diagnostic::error(
-                    "E0401",
-                    format!(
-                        "expected a whole number of {}, found {}",
-                        want.name(),
-                        fmt_num(x)
+                c.err(
+                    Diagnostic::error(
+                        Code::E0401,
+                        format!(
+                            "expected a whole number of {}, found {}",
+                            want.name(),
+                            fmt_num(x)
+                        ),
+                        span,
+                        "out of range",
+                    )
+                    .with_help(
+                        if x.fract() != 0.0 && (0.0..=1e15).contains(&x.round()) {
+                            format!(
+                                "write a whole number, e.g. `{} {}`",
+                                fmt_num(x.round()),
+                                want.name()
+                            )
+                        } else {
+                            format!("write a whole number of {} from 0 to 1e15", want.name())
+                        },
                     ),
-                    span,
-                    "out of range",
-                ));
+                );
                 return None;
             }
             Some(Value::Quantity(x, want))
@@ -654,12 +478,19 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
         T::Batch => match v {
             Value::Quantity(x, u @ (Unit::Prompts | Unit::Sequences | Unit::Completions)) => {
                 if x.fract() != 0.0 || x < 1.0 {
-                    c.err(Diagnostic::error(
-                        "E0401",
-                        "a batch is a whole number >= 1",
-                        span,
-                        "out of range",
-                    ));
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0401,
+                            "a batch is a whole number >= 1",
+                            span,
+                            "out of range",
+                        )
+                        .with_help(format!(
+                            "write a whole count of at least 1, e.g. `{} {}`",
+                            fmt_num(x.round().max(1.0)),
+                            u.name()
+                        )),
+                    );
                     return None;
                 }
                 Some(Value::Quantity(x, u))
@@ -667,7 +498,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             Value::Quantity(_, u) => {
                 c.err(
                     Diagnostic::error(
-                        "E0202",
+                        Code::E0202,
                         format!(
                             "a batch counts prompts, sequences or completions, not {}",
                             u.name()
@@ -681,7 +512,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             }
             Value::Num(x) => {
                 c.err(
-                    Diagnostic::error("E0202", "a batch size needs a unit", span, "no unit")
+                    Diagnostic::error(Code::E0202, "a batch size needs a unit", span, "no unit")
                         .with_help(format!(
                             "write `{} prompts`, `{} sequences` or `{} completions`",
                             fmt_num(x),
@@ -728,12 +559,17 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
         T::Sampling => match v {
             Value::Rollout(ref r) if matches!(r.rollout, Rollout::Sample(_)) => Some(v),
             Value::Rollout(_) => {
-                c.err(Diagnostic::error(
-                    "E0201",
-                    "expected a `sample(...)` or `greedy(...)` rollout",
-                    span,
-                    "a composite rollout cannot be a base",
-                ));
+                c.err(
+                    Diagnostic::error(
+                        Code::E0201,
+                        "expected a `sample(...)` or `greedy(...)` rollout",
+                        span,
+                        "a composite rollout cannot be a base",
+                    )
+                    .with_help(
+                        "pass the plain `sample(...)` (or `greedy(...)`) rollout this one is built on; composite rollouts do not nest",
+                    ),
+                );
                 None
             }
             v => mismatch(c, "a `sample(...)` rollout", &v),
@@ -744,7 +580,7 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             Value::Range(..) => {
                 c.err(
                     Diagnostic::error(
-                        "E0201",
+                        Code::E0201,
                         "a range `a -> b` needs a schedule shape",
                         span,
                         "bare range",
@@ -816,29 +652,13 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
             Value::Objective(_) => Some(v),
             v => mismatch(c, "an objective", &v),
         },
+        // Arguments of formula built-ins: the formula checker lowers them, never `coerce`.
+        T::Formula | T::Seqs => mismatch(c, "a formula", &v),
     }
 }
 
 pub const PRESETS: &[&str] = post_graph::presets::NAMES;
-pub const TASKS: &[&str] = &["arith", "carry", "chain", "climb", "countdown"];
-pub const TASK_FIELDS: &[&str] = &["prompt", "solution", "steps", "answer", "rejected"];
-
-const SAMPLE_SIG: &[P] = &[
-    p("model", T::Model, D::Req),
-    p("n", T::Count, D::Num(1.0)),
-    p("temperature", T::Num(R::NonNeg), D::Num(1.0)),
-    p("top_k", T::Int, D::Num(0.0)),
-    p("top_p", T::Num(R::Frac), D::Num(1.0)),
-    p("max_tokens", T::Tokens, D::Tokens(128)),
-    p("stop", T::StrList, D::Empty),
-];
-
-const GREEDY_SIG: &[P] = &[
-    p("model", T::Model, D::Req),
-    p("n", T::Count, D::Num(1.0)),
-    p("max_tokens", T::Tokens, D::Tokens(128)),
-    p("stop", T::StrList, D::Empty),
-];
+pub const TASK_FIELDS: &[&str] = post_graph::tasks::FIELDS;
 
 fn sampling(b: &Bound, greedy: bool) -> Sampling {
     Sampling {
@@ -859,17 +679,6 @@ fn rollout(r: Rollout) -> Option<Value> {
     })))
 }
 
-fn task_prompt_tokens(task: &str, difficulty: usize) -> usize {
-    match task {
-        // "123+456=" with a little framing.
-        "arith" | "chain" => 2 * difficulty + 8,
-        // "517<600" and a newline.
-        "climb" => 9,
-        // "use 3 5 7 to make 24:" and similar.
-        _ => 4 * difficulty + 24,
-    }
-}
-
 /// Call a built-in by name; `None` when `name` is not a built-in of the experiment level.
 #[allow(clippy::too_many_arguments)]
 pub fn call(
@@ -882,98 +691,10 @@ pub fn call(
     locals: &HashMap<String, Value>,
     path: &str,
 ) -> Option<Option<Value>> {
-    let sig: &[P] = match name {
-        "preset" => &[p("name", T::Str, D::Req), p("init", T::Str, D::Opt)],
-        "hf" => &[p("path", T::Str, D::Req)],
-        "frozen" | "snapshot" => &[p("model", T::Model, D::Req)],
-        "lagged" => &[p("model", T::Model, D::Req), p("every", T::Steps, D::Req)],
-        "task" => &[
-            p("name", T::Str, D::Req),
-            p("split", T::Sym(&["train", "test"]), D::Sym("train")),
-            p("size", T::Count, D::Num(1000.0)),
-            p("difficulty", T::Count, D::Num(1.0)),
-            p("min_difficulty", T::Count, D::Opt),
-        ],
-        "jsonl" => return Some(jsonl(c, module, callee_span, span, args, locals, path)),
-        "selected" => &[p("stage", T::FieldName, D::Req)],
-        "sample" => SAMPLE_SIG,
-        "greedy" => GREEDY_SIG,
-        "branched" => &[
-            p("base", T::Sampling, D::Req),
-            p("reward", T::Reward, D::Req),
-            p("success_threshold", T::Num(R::Any), D::Num(0.5)),
-            p("expert", T::FieldName, D::Sym("solution")),
-            p("step_delimiter", T::Str, D::Str("\n")),
-            p("search", T::Sym(&["binary", "linear"]), D::Sym("binary")),
-            p("remember", T::Bool, D::Bool(true)),
-            p(
-                "anchor",
-                T::Sym(&["none", "original", "boundary"]),
-                D::Sym("none"),
-            ),
-        ],
-        "guided" => &[
-            p("base", T::Sampling, D::Req),
-            p("baseline", T::Model, D::Req),
-            p("reward", T::Reward, D::Req),
-            p("k", T::Count, D::Num(10.0)),
-            p("alpha", T::Num(R::Any), D::Num(1.0)),
-            p("lookahead", T::Tokens, D::Tokens(16)),
-        ],
-        "verifier_stopped" => &[
-            p("base", T::Sampling, D::Req),
-            p("verifier", T::Model, D::Req),
-            p("verifier_ref", T::Model, D::Req),
-            p("step_delimiter", T::Str, D::Str("\n")),
-            p("tau", T::Num(R::Pos), D::Num(0.01)),
-            p("max_steps", T::Count, D::Num(8.0)),
-        ],
-        "replay" => &[
-            p("rollout", T::Rollout, D::Req),
-            p("capacity", T::Count, D::Num(1024.0)),
-        ],
-        "adamw" => &[
-            p("lr", T::Sched(R::Pos), D::Req),
-            p("beta1", T::Num(R::Prob), D::Num(0.9)),
-            p("beta2", T::Num(R::Prob), D::Num(0.999)),
-            p("eps", T::Num(R::Pos), D::Num(1e-8)),
-            p("weight_decay", T::Num(R::NonNeg), D::Num(0.0)),
-        ],
-        "sgd" => &[
-            p("lr", T::Sched(R::Pos), D::Req),
-            p("momentum", T::Num(R::NonNeg), D::Num(0.0)),
-        ],
-        "constant" => &[
-            p("value", T::Num(R::Any), D::Req),
-            p("warmup", T::Steps, D::Steps(0)),
-        ],
-        "linear" | "cosine" => &[
-            p("range", T::Range, D::Req),
-            p("warmup", T::Steps, D::Steps(0)),
-        ],
-        "warmup" => &[
-            p("value", T::Num(R::Any), D::Req),
-            p("steps", T::Steps, D::Req),
-        ],
-        "accuracy" | "mean_reward" => &[
-            p("reward", T::Reward, D::Req),
-            p("rollout", T::Rollout, D::Req),
-        ],
-        "mean_length" => &[p("rollout", T::Rollout, D::Req)],
-        "pass_at" => &[
-            p("k", T::Count, D::Req),
-            p("reward", T::Reward, D::Req),
-            p("rollout", T::Rollout, D::Req),
-        ],
-        "intrinsic_dim" => &[],
-        "density_peaks" => &[p("labels", T::FieldName, D::Req)],
-        "context_attention" => &[p("context", T::FieldName, D::Sym("context"))],
-        "attends_to_context" => &[
-            p("model", T::Model, D::Req),
-            p("threshold", T::Num(R::Prob), D::Num(0.5)),
-        ],
-        _ => return None,
-    };
+    if name == "jsonl" {
+        return Some(jsonl(c, module, callee_span, span, args, locals, path));
+    }
+    let sig = signatures::exact(name, Scope::Experiment)?.params;
     let path = format!("{path}.{name}");
     let Some(b) = bind(c, module, sig, args, span, locals, &path) else {
         return Some(None);
@@ -988,7 +709,7 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             let Some(config) = post_graph::presets::config(&preset) else {
                 c.err(
                     Diagnostic::error(
-                        "E0401",
+                        Code::E0401,
                         format!("unknown model preset `{preset}`"),
                         b.span("name").unwrap_or(span),
                         "unknown preset",
@@ -1001,28 +722,66 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                 return None;
             };
             let init = b.get("init").map(|_| b.str("init"));
+            if let Some(dir) = &init {
+                let at = b.span("init").unwrap_or(span);
+                // Reported, and the model still defined: nothing else cascades from it.
+                let _ = check_model_dir(c, dir, false, at);
+            }
+            let mut config = config;
+            if b.get("sliding_window").is_some() {
+                let w = b.usize("sliding_window");
+                if w == 0 || w > config.max_position_embeddings {
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0401,
+                            format!(
+                                "sliding_window must be 1 to {} tokens (the context of `{preset}`), found {w}",
+                                config.max_position_embeddings
+                            ),
+                            b.span("sliding_window").unwrap_or(span),
+                            "out of range",
+                        )
+                        .with_help("a query attends to itself and the `sliding_window - 1` tokens before it"),
+                    );
+                    return None;
+                }
+                config.sliding_window = Some(w);
+            }
             Some(Value::ModelSrc(ModelSource::Preset {
                 preset,
                 config,
                 init,
+                trained: None,
             }))
         }
-        "hf" => Some(Value::ModelSrc(ModelSource::HuggingFace {
-            path: b.str("path"),
-        })),
+        "hf" => {
+            let path = b.str("path");
+            let _ = check_model_dir(c, &path, true, b.span("path").unwrap_or(span));
+            Some(Value::ModelSrc(ModelSource::HuggingFace { path }))
+        }
         "frozen" => Some(Value::ModelSrc(ModelSource::Frozen { of: b.str("model") })),
         "snapshot" => Some(Value::ModelSrc(ModelSource::Snapshot {
             of: b.str("model"),
         })),
+        "trained" => super::prerequisite::trained(
+            c,
+            (b.str("file"), b.span("file").unwrap_or(span)),
+            (b.str("model"), b.span("model").unwrap_or(span)),
+        ),
         "lagged" => {
             let every = b.num("every") as u64;
             if every == 0 {
-                c.err(Diagnostic::error(
-                    "E0401",
-                    "`every` must be at least 1 step",
-                    b.span("every").unwrap_or(span),
-                    "out of range",
-                ));
+                c.err(
+                    Diagnostic::error(
+                        Code::E0401,
+                        "`every` must be at least 1 step",
+                        b.span("every").unwrap_or(span),
+                        "out of range",
+                    )
+                    .with_help(
+                        "write `every = 1` (or more): the copy is refreshed every that many steps",
+                    ),
+                );
                 return None;
             }
             Some(Value::ModelSrc(ModelSource::Lagged {
@@ -1032,47 +791,51 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
         }
         "task" => {
             let task = b.str("name");
-            if !TASKS.contains(&task.as_str()) {
+            let Some(spec) = post_graph::tasks::spec(&task) else {
+                let names: Vec<&str> = post_graph::tasks::names().collect();
                 c.err(
                     Diagnostic::error(
-                        "E0401",
+                        Code::E0401,
                         format!("unknown task `{task}`"),
                         b.span("name").unwrap_or(span),
                         "unknown task",
                     )
                     .with_help(
-                        suggest::did_you_mean(&task, TASKS.iter().copied()).unwrap_or_else(|| {
-                            format!("the built-in tasks are {}", TASKS.join(", "))
+                        suggest::did_you_mean(&task, names.iter().copied()).unwrap_or_else(|| {
+                            format!("the built-in tasks are {}", names.join(", "))
                         }),
                     ),
                 );
                 return None;
-            }
-            let difficulty = b.usize("difficulty");
-            let max_d = match task.as_str() {
-                "countdown" => 6,
-                "chain" => 11,
-                "climb" => 20,
-                _ => 12,
             };
-            if difficulty > max_d {
-                c.err(Diagnostic::error(
-                    "E0401",
-                    format!("task `{task}` supports difficulty 1..={max_d}, found {difficulty}"),
-                    b.span("difficulty").unwrap_or(span),
-                    "out of range",
-                ));
+            let (lo, hi) = (spec.min_difficulty as usize, spec.max_difficulty as usize);
+            let difficulty = b.usize("difficulty");
+            if !(lo..=hi).contains(&difficulty) {
+                c.err(
+                    Diagnostic::error(
+                        Code::E0401,
+                        format!(
+                            "task `{task}` supports difficulty {lo}..={hi}, found {difficulty}"
+                        ),
+                        b.span("difficulty").unwrap_or(span),
+                        "out of range",
+                    )
+                    .with_help(format!(
+                        "pick a difficulty from {lo} to {hi} ({})",
+                        spec.range_reason
+                    )),
+                );
                 return None;
             }
             let min_difficulty = b.get("min_difficulty").map(|_| b.usize("min_difficulty"));
             if let Some(min) = min_difficulty
-                && !(1..=difficulty).contains(&min)
+                && !(lo..=difficulty).contains(&min)
             {
                 c.err(
                     Diagnostic::error(
-                        "E0401",
+                        Code::E0401,
                         format!(
-                            "`min_difficulty` {min} must be in 1..={difficulty} (the `difficulty`)"
+                            "`min_difficulty` {min} must be in {lo}..={difficulty} (the `difficulty`)"
                         ),
                         b.span("min_difficulty").unwrap_or(span),
                         "out of range",
@@ -1090,7 +853,7 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             };
             Some(Value::Data(Box::new(DataVal {
                 name: None,
-                prompt_tokens: task_prompt_tokens(&task, difficulty),
+                prompt_tokens: post_graph::tasks::prompt_tokens(&task, difficulty),
                 source: DataSource::Task {
                     task,
                     split,
@@ -1107,12 +870,25 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             match c.stage_kinds.iter().find(|(n, _)| *n == stage) {
                 Some((_, BlockKind::Select)) => {}
                 Some(_) => {
-                    c.err(Diagnostic::error(
-                        "E0201",
-                        format!("stage `{stage}` is not a `select` stage"),
-                        b.span("stage").unwrap_or(span),
-                        "not a selection",
-                    ));
+                    let selects: Vec<String> = c
+                        .stage_kinds
+                        .iter()
+                        .filter(|(_, k)| *k == BlockKind::Select)
+                        .map(|(n, _)| format!("`{n}`"))
+                        .collect();
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0201,
+                            format!("stage `{stage}` is not a `select` stage"),
+                            b.span("stage").unwrap_or(span),
+                            "not a selection",
+                        )
+                        .with_help(if selects.is_empty() {
+                            "`selected(...)` reads the subset chosen by a `select name { ... }` block; declare one".to_string()
+                        } else {
+                            format!("the select stages are {}", selects.join(", "))
+                        }),
+                    );
                     return None;
                 }
                 None => {
@@ -1124,15 +900,21 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                         .collect();
                     c.err(
                         Diagnostic::error(
-                            "E0101",
+                            Code::E0101,
                             format!("no select stage named `{stage}`"),
                             b.span("stage").unwrap_or(span),
                             "unknown stage",
                         )
-                        .with_help_opt(suggest::did_you_mean(
-                            &stage,
-                            names.iter().map(|s| s.as_str()),
-                        )),
+                        .with_help(
+                            suggest::did_you_mean(&stage, names.iter().map(|s| s.as_str()))
+                                .unwrap_or_else(|| {
+                                    if names.is_empty() {
+                                        "declare a `select name { ... }` block before using `selected(name)`".to_string()
+                                    } else {
+                                        format!("the select stages are {}", names.join(", "))
+                                    }
+                                }),
+                        ),
                     );
                     return None;
                 }
@@ -1240,7 +1022,7 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
             if n < k {
                 c.err(
                     Diagnostic::error(
-                        "E0406",
+                        Code::E0406,
                         format!(
                             "pass@{k} needs at least {k} samples per prompt, the rollout draws {n}"
                         ),
@@ -1282,6 +1064,45 @@ fn reward_name(b: &Bound) -> Option<String> {
     }
 }
 
+/// A model directory (`hf(...)`, with `needs_config`) or initial weights (`init = ...`) that
+/// lacks a file the runtime's loader needs: E0504 at the path's span. `None` when reported.
+fn check_model_dir(c: &mut Checker, dir: &str, needs_config: bool, at: Span) -> Option<()> {
+    let resolved = c.resolve_path(dir);
+    let what = if needs_config {
+        "model directory"
+    } else {
+        "initial weights"
+    };
+    let file = |f: &str| format!("{}/{f}", resolved.trim_end_matches('/'));
+    let missing = if !c.fs.is_dir(&resolved) {
+        Some(format!(
+            "{what} `{dir}` does not exist (looked for `{resolved}`)"
+        ))
+    } else if let Some(f) = post_graph::hf_files::missing(needs_config, |f| c.fs.is_file(&file(f)))
+    {
+        Some(format!("{what} `{dir}` has no {f}"))
+    } else if needs_config && !c.fs.is_file(&file(post_graph::hf_files::TOKENIZER)) {
+        Some(format!(
+            "{what} `{dir}` has no {}: post tokenizes with the model's own tokenizer",
+            post_graph::hf_files::TOKENIZER
+        ))
+    } else {
+        None
+    };
+    let Some(message) = missing else {
+        return Some(());
+    };
+    let help = if needs_config {
+        "a Hugging Face model directory holds config.json, model.safetensors (or a shard index) and tokenizer.json; the path is relative to this .post file"
+    } else if dir.contains("/models/") {
+        "a run exports its trained models to <out>/models/<name>: run that experiment first, or name it with `trained(\"its.post\", model = \"name\")` so `post run` builds it"
+    } else {
+        "initial weights are a directory holding model.safetensors (a checkpoint or a run's models/<name>); the path is relative to this .post file"
+    };
+    c.err(Diagnostic::error(Code::E0504, message, at, "missing").with_help(help));
+    None
+}
+
 /// `jsonl("path", prompt = "question", solution = "answer")`: named arguments map record
 /// fields to JSON keys; the keys are checked against the first records when the file exists.
 #[allow(clippy::too_many_arguments)]
@@ -1306,7 +1127,7 @@ fn jsonl(
             None => {
                 c.err(
                     Diagnostic::error(
-                        "E0105",
+                        Code::E0105,
                         "`jsonl` takes one positional argument (the path)",
                         a.span,
                         "extra argument",
@@ -1318,12 +1139,18 @@ fn jsonl(
             Some(n) => match c.eval_as(module, &a.value, T::Str, locals, path) {
                 Some(Value::Str(s)) => {
                     if fields.insert(n.name.clone(), (s, a.value.span)).is_some() {
-                        c.err(Diagnostic::error(
-                            "E0105",
-                            format!("field `{}` mapped twice", n.name),
-                            n.span,
-                            "mapped again",
-                        ));
+                        c.err(
+                            Diagnostic::error(
+                                Code::E0105,
+                                format!("field `{}` mapped twice", n.name),
+                                n.span,
+                                "mapped again",
+                            )
+                            .with_help(format!(
+                                "map `{}` to one JSON key: keep one of the two arguments",
+                                n.name
+                            )),
+                        );
                         ok = false;
                     }
                 }
@@ -1332,22 +1159,21 @@ fn jsonl(
         }
     }
     let Some((file, file_span)) = file else {
-        c.err(Diagnostic::error(
-            "E0104",
-            "missing the path of the JSONL file",
-            span,
-            "path missing",
-        ));
+        c.err(
+            Diagnostic::error(
+                Code::E0104,
+                "missing the path of the JSONL file",
+                span,
+                "path missing",
+            )
+            .with_help("give the file first: `jsonl(\"data/train.jsonl\", prompt = \"question\")`"),
+        );
         return None;
     };
     if !ok {
         return None;
     }
-    let resolved = if file.starts_with('/') || c.base_dir.is_empty() {
-        file.clone()
-    } else {
-        format!("{}/{}", c.base_dir, file)
-    };
+    let resolved = c.resolve_path(&file);
     let mut known: Option<BTreeSet<String>> = if fields.is_empty() {
         None
     } else {
@@ -1367,24 +1193,34 @@ fn jsonl(
                             });
                         }
                         _ => {
-                            c.err(Diagnostic::error(
-                                "E0502",
-                                format!("`{file}` does not start with JSON objects, one per line"),
-                                file_span,
-                                "not JSONL",
-                            ));
+                            c.err(
+                                Diagnostic::error(
+                                    Code::E0502,
+                                    format!(
+                                        "`{file}` does not start with JSON objects, one per line"
+                                    ),
+                                    file_span,
+                                    "not JSONL",
+                                )
+                                .with_help(
+                                    "JSONL holds one JSON object a line, e.g. {\"prompt\": \"2+2=\", \"answer\": \"4\"}",
+                                ),
+                            );
                             return None;
                         }
                     }
                 }
                 match keys {
                     None => {
-                        c.err(Diagnostic::error(
-                            "E0502",
-                            format!("`{file}` has no records"),
-                            file_span,
-                            "empty file",
-                        ));
+                        c.err(
+                            Diagnostic::error(
+                                Code::E0502,
+                                format!("`{file}` has no records"),
+                                file_span,
+                                "empty file",
+                            )
+                            .with_help("a dataset needs at least one JSON object a line"),
+                        );
                         return None;
                     }
                     Some(keys) => {
@@ -1402,7 +1238,7 @@ fn jsonl(
                                             )
                                         });
                                 c.err(Diagnostic::error(
-                                    "E0501",
+                                    Code::E0501,
                                     format!("the records of `{file}` have no key \"{key}\" (mapped to field `{field}`)"),
                                     *kspan,
                                     "not in the first records",
@@ -1417,15 +1253,33 @@ fn jsonl(
                 }
             }
             Err(e) => {
-                c.err(Diagnostic::error(
-                    "E0502",
-                    format!("cannot read `{file}`: {e}"),
-                    file_span,
-                    "unreadable",
-                ));
+                c.err(
+                    Diagnostic::error(
+                        Code::E0502,
+                        format!("cannot read `{file}` (`{resolved}`): {e}"),
+                        file_span,
+                        "unreadable",
+                    )
+                    .with_help("the data file must be readable UTF-8 text, one JSON object a line"),
+                );
                 return None;
             }
         }
+    } else {
+        let what = if c.fs.is_dir(&resolved) {
+            "is a directory, not a JSONL file"
+        } else {
+            "does not exist"
+        };
+        c.err(
+            Diagnostic::error(
+                Code::E0504,
+                format!("data file `{file}` {what} (looked for `{resolved}`)"),
+                file_span,
+                "no such file",
+            )
+            .with_help("the path is relative to this .post file's directory"),
+        );
     }
     if !ok {
         return None;
@@ -1460,37 +1314,25 @@ pub fn transform(
     locals: &HashMap<String, Value>,
     path: &str,
 ) -> Option<Value> {
-    const METHODS: &[&str] = &[
-        "template",
-        "drop_prompt",
-        "append_indicator",
-        "shard",
-        "filter",
-        "take",
-        "select",
-        "shuffle",
-    ];
-    let sig: &[P] = match method.name.as_str() {
-        "template" => &[
-            p("text", T::Str, D::Req),
-            p("into", T::FieldName, D::Sym("prompt")),
-        ],
-        "drop_prompt" | "shuffle" => &[],
-        "append_indicator" => &[p("token", T::Str, D::Req), p("when", T::Cond, D::Req)],
-        "shard" => &[p("index", T::Int, D::Req), p("count", T::Count, D::Req)],
-        "filter" => &[p("when", T::Cond, D::Req)],
-        "take" | "select" => &[p("n", T::Count, D::Req)],
-        other => {
+    let sig = match signatures::exact(&method.name, Scope::Transform) {
+        Some(b) => b.params,
+        None => {
+            let other = method.name.as_str();
+            let methods: Vec<&str> = signatures::BUILTINS
+                .iter()
+                .filter(|b| b.scope == Scope::Transform)
+                .map(|b| b.name)
+                .collect();
             c.err(
                 Diagnostic::error(
-                    "E0101",
+                    Code::E0101,
                     format!("datasets have no transform `{other}`"),
                     method.span,
                     "unknown transform",
                 )
                 .with_help(
-                    suggest::did_you_mean(other, METHODS.iter().copied())
-                        .unwrap_or_else(|| format!("the transforms are {}", METHODS.join(", "))),
+                    suggest::did_you_mean(other, methods.iter().copied())
+                        .unwrap_or_else(|| format!("the transforms are {}", methods.join(", "))),
                 ),
             );
             return None;
@@ -1528,7 +1370,7 @@ pub fn transform(
                     };
                     c.err(
                         Diagnostic::error(
-                            "E0501",
+                            Code::E0501,
                             format!("template hole `{{{hole}}}` names no field of the records"),
                             hspan,
                             "unknown field",
@@ -1576,7 +1418,7 @@ pub fn transform(
             if index >= count {
                 c.err(
                     Diagnostic::error(
-                        "E0401",
+                        Code::E0401,
                         format!("shard index {index} is not below the shard count {count}"),
                         b.span("index").unwrap_or(span),
                         "out of range",
@@ -1592,12 +1434,17 @@ pub fn transform(
                 Transform::Filter { when: expr.clone() }
             }
             _ => {
-                c.err(Diagnostic::error(
-                    "E0201",
-                    "`filter` takes a reward used as a predicate",
-                    b.span("when").unwrap_or(span),
-                    "not a predicate",
-                ));
+                c.err(
+                    Diagnostic::error(
+                        Code::E0201,
+                        "`filter` takes a reward used as a predicate",
+                        b.span("when").unwrap_or(span),
+                        "not a predicate",
+                    )
+                    .with_help(
+                        "define `reward keep(s) = <condition>` and write `.filter(keep)`; only the records where it holds are kept",
+                    ),
+                );
                 return None;
             }
         },
@@ -1607,4 +1454,98 @@ pub fn transform(
     d.transforms.push(t);
     d.name = None;
     Some(Value::Data(Box::new(d)))
+}
+
+/// A formula's or reward's call bound to its entry in [`signatures::BUILTINS`].
+pub struct ExprCall<'a> {
+    /// The argument of each required parameter, in the table's order.
+    pub positional: Vec<&'a Arg>,
+    /// The named arguments given, each for a parameter with a default.
+    pub named: Vec<(&'static str, &'a Arg)>,
+}
+
+/// Bind a formula's or reward's call against its signature in the table: the required
+/// parameters are positional (exactly as many as the table lists), those with a default are
+/// given by name. The arity and parameter names come from the table alone, so the table and
+/// the checker cannot disagree.
+pub fn bind_expr_call<'a>(
+    c: &mut Checker,
+    b: &signatures::Builtin,
+    args: &'a [Arg],
+    call_span: Span,
+) -> Option<ExprCall<'a>> {
+    let required: Vec<&str> = b
+        .params
+        .iter()
+        .filter(|p| matches!(p.default, D::Req))
+        .map(|p| p.name)
+        .collect();
+    let optional: Vec<&'static str> = b
+        .params
+        .iter()
+        .filter(|p| !matches!(p.default, D::Req))
+        .map(|p| p.name)
+        .collect();
+    let name = b.name;
+    let mut out = ExprCall {
+        positional: Vec::new(),
+        named: Vec::new(),
+    };
+    for a in args {
+        let Some(n) = &a.name else {
+            out.positional.push(a);
+            continue;
+        };
+        let Some(p) = optional.iter().find(|p| **p == n.name) else {
+            c.err(
+                Diagnostic::error(
+                    Code::E0103,
+                    format!("unknown argument `{}` of `{name}`", n.name),
+                    a.span,
+                    "unknown argument",
+                )
+                .with_help(
+                    suggest::did_you_mean(&n.name, optional.iter().copied()).unwrap_or_else(|| {
+                        format!(
+                            "`{name}` takes positional arguments only: drop `{} =`",
+                            n.name
+                        )
+                    }),
+                ),
+            );
+            return None;
+        };
+        if let Some((_, prev)) = out.named.iter().find(|(q, _)| q == p) {
+            c.err(
+                Diagnostic::error(
+                    Code::E0105,
+                    format!("argument `{p}` given twice"),
+                    n.span,
+                    "given again here",
+                )
+                .with_label(prev.span, "first given here")
+                .with_help(format!("keep one `{p}`: remove the other")),
+            );
+            return None;
+        }
+        out.named.push((p, a));
+    }
+    let n = required.len();
+    if out.positional.len() != n {
+        c.err(
+            Diagnostic::error(
+                Code::E0105,
+                format!(
+                    "`{name}` takes {n} argument{}, found {}",
+                    if n == 1 { "" } else { "s" },
+                    out.positional.len()
+                ),
+                call_span,
+                "wrong number of arguments",
+            )
+            .with_help(format!("write `{name}({})`", required.join(", "))),
+        );
+        return None;
+    }
+    Some(out)
 }

@@ -13,8 +13,9 @@ use post_graph::{
 };
 
 use super::builtins::{self, PT, R, T};
+use super::signatures::{self, Scope};
 use super::{Checker, DefKind, ObjVal, Value};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
 use crate::suggest;
 use crate::syntax::ast::{self, BinOp, ExprKind};
@@ -102,12 +103,26 @@ impl FVal {
 }
 
 fn type_err(c: &mut Checker, span: Span, expected: &str, found: &FVal) {
-    c.err(Diagnostic::error(
-        "E0201",
-        format!("expected {expected}, found {}", found.describe()),
-        span,
-        format!("this is {}", found.describe()),
-    ));
+    let help = match found {
+        FVal::Slot(s) => format!(
+            "a sequence set is not a value: take one of its quantities, e.g. `logp({s})` or `reward({s})`"
+        ),
+        FVal::Reward(r) => format!("apply the reward to a sequence set: `{r}(y)`"),
+        FVal::Sym { .. } => format!(
+            "an option name only selects a branch (`match`); this position takes {expected}"
+        ),
+        FVal::B(_) => format!("write `if cond then a else b` to turn a boolean into {expected}"),
+        _ => format!("this position takes {expected}"),
+    };
+    c.err(
+        Diagnostic::error(
+            Code::E0201,
+            format!("expected {expected}, found {}", found.describe()),
+            span,
+            format!("this is {}", found.describe()),
+        )
+        .with_help(help),
+    );
 }
 
 /// Check an objective definition on its own (abstract arguments: every branch is checked).
@@ -117,7 +132,7 @@ pub fn check_definition(c: &mut Checker, id: usize) {
     let Some(params) = def.params.as_deref() else {
         c.err(
             Diagnostic::error(
-                "E0201",
+                Code::E0201,
                 format!("objective `{}` needs a parameter list", def.name.name),
                 def.name.span,
                 "no parameters",
@@ -180,12 +195,17 @@ pub fn check_definition(c: &mut Checker, id: usize) {
             }
             PT::Axis(a) => FArg::Tensor(placeholder(a, &p.name.name)),
             _ => {
-                c.err(Diagnostic::error(
-                    "E0201",
-                    "objective parameters are seqs, numbers, counts, booleans, rewards, options or formula values",
-                    p.span,
-                    "unsupported parameter type",
-                ));
+                c.err(
+                    Diagnostic::error(
+                        Code::E0201,
+                        "objective parameters are seqs, numbers, counts, booleans, rewards, options or formula values",
+                        p.span,
+                        "unsupported parameter type",
+                    )
+                    .with_help(
+                        "declare it as `y: seqs`, `beta: num` (or `pos`, `prob`), `n: count`, `flag: bool`, `r: reward`, `mode: a | b`, or `x: token` / `seq` / `scalar`",
+                    ),
+                );
                 return;
             }
         };
@@ -208,7 +228,7 @@ fn param_ty(c: &mut Checker, p: &ast::Param) -> Option<PT> {
     let Some(ty) = &p.ty else {
         c.err(
             Diagnostic::error(
-                "E0201",
+                Code::E0201,
                 format!("parameter `{}` needs a type", p.name.name),
                 p.name.span,
                 "no type",
@@ -226,7 +246,7 @@ fn param_ty(c: &mut Checker, p: &ast::Param) -> Option<PT> {
             let first = &ty[0];
             c.err(
                 Diagnostic::error(
-                    "E0101",
+                    Code::E0101,
                     format!("unknown type `{}`", first.name),
                     first.span,
                     "not a type",
@@ -327,7 +347,7 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                         }
                         None => {
                             c.err(Diagnostic::error(
-                                "E0503",
+                                Code::E0503,
                                 format!("`{}` samples `{pname}` from a rollout, but the stage has none", def.name.name),
                                 obj.span,
                                 format!("`{pname}` not given"),
@@ -483,15 +503,21 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
                 }
             }
             _ => {
-                c.err(Diagnostic::error(
-                    "E0201",
-                    format!(
-                        "`{}` takes a formula value and cannot be used as a stage objective",
+                c.err(
+                    Diagnostic::error(
+                        Code::E0201,
+                        format!(
+                            "`{}` takes a formula value and cannot be used as a stage objective",
+                            def.name.name
+                        ),
+                        obj.span,
+                        "not a top-level objective",
+                    )
+                    .with_help(format!(
+                        "call `{}` inside another objective's formula, and use that objective in the stage",
                         def.name.name
-                    ),
-                    obj.span,
-                    "not a top-level objective",
-                ));
+                    )),
+                );
                 return None;
             }
         };
@@ -512,7 +538,7 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
         Ok(a) => {
             c.err(
                 Diagnostic::error(
-                    "E0302",
+                    Code::E0302,
                     format!(
                         "objective `{}` is {a}-level; a loss must be a scalar",
                         def.name.name
@@ -552,12 +578,16 @@ pub fn instantiate(c: &mut Checker, obj: &ObjVal, st: &StageEnv) -> Option<Lower
 fn missing(c: &mut Checker, obj: &ObjVal, p: &ast::Param) {
     c.err(
         Diagnostic::error(
-            "E0104",
+            Code::E0104,
             format!("missing argument `{}`", p.name.name),
             obj.span,
             "argument missing",
         )
-        .with_label(p.name.span, "parameter declared here"),
+        .with_label(p.name.span, "parameter declared here")
+        .with_help(format!(
+            "pass it: `{} = ...`, or give the parameter a default",
+            p.name.name
+        )),
     );
 }
 
@@ -566,7 +596,7 @@ fn axis_of(c: &mut Checker, e: &Expr, span: Span) -> Option<Axis> {
         Ok(a) => Some(a),
         Err(AxisError::MixedTokenSlots { left, right }) => {
             c.err(Diagnostic::error(
-                "E0303",
+                Code::E0303,
                 format!("token-level values of `{left}` and `{right}` cannot be combined"),
                 span,
                 "tokens of two sequence sets",
@@ -574,12 +604,32 @@ fn axis_of(c: &mut Checker, e: &Expr, span: Span) -> Option<Axis> {
             None
         }
         Err(e) => {
-            c.err(Diagnostic::error(
-                "E0301",
-                e.to_string(),
-                span,
-                "wrong axis",
-            ));
+            let help = match &e {
+                AxisError::Reduce {
+                    expected: Axis::Seq,
+                    found: Axis::Token,
+                    ..
+                } => {
+                    "reduce the tokens to sequences first: `sum_tokens(...)` or `mean_tokens(...)`"
+                }
+                AxisError::Reduce {
+                    expected: Axis::Token,
+                    found: Axis::Seq,
+                    ..
+                } => {
+                    "this is already one value per sequence: use `mean_seqs(...)` or `sum_seqs(...)`"
+                }
+                AxisError::Reduce {
+                    found: Axis::Scalar,
+                    ..
+                } => "this is already a scalar: drop the reduction",
+                _ => {
+                    "token-level values reduce with `sum_tokens`/`mean_tokens`, sequence-level ones with `mean_seqs`/`sum_seqs`"
+                }
+            };
+            c.err(
+                Diagnostic::error(Code::E0301, e.to_string(), span, "wrong axis").with_help(help),
+            );
             None
         }
     }
@@ -627,7 +677,7 @@ fn lower(
                     let d = c.defs[id].def;
                     c.err(
                         Diagnostic::error(
-                            "E0201",
+                            Code::E0201,
                             format!(
                                 "`{n}` is a {} and cannot be used in a formula",
                                 d.kind.keyword()
@@ -635,7 +685,10 @@ fn lower(
                             e.span,
                             "not a formula value",
                         )
-                        .with_label(d.name.span, "defined here"),
+                        .with_label(d.name.span, "defined here")
+                        .with_help(format!(
+                            "pass it to the objective as an argument (`{n}` becomes a parameter of the formula) instead of naming it inside"
+                        )),
                     );
                     None
                 }
@@ -685,7 +738,7 @@ fn lower(
                 FVal::B(Some(false)) => lower(c, low, env, module, otherwise),
                 FVal::B(None) if !low.abstract_mode => {
                     c.err(Diagnostic::error(
-                        "E0203",
+                        Code::E0203,
                         "this condition depends on a scheduled value, so it cannot choose a formula",
                         cond.span,
                         "changes over the stage",
@@ -737,7 +790,7 @@ fn lower(
                 if pat != "_" && !options.iter().any(|o| o == pat) {
                     c.err(
                         Diagnostic::error(
-                            "E0204",
+                            Code::E0204,
                             format!("`{pat}` is not an option of this parameter"),
                             a.pattern.span,
                             "unknown option",
@@ -762,7 +815,7 @@ fn lower(
                 if !missing.is_empty() {
                     c.err(
                         Diagnostic::error(
-                            "E0204",
+                            Code::E0204,
                             format!("`match` does not cover {}", missing.join(", ")),
                             e.span,
                             "non-exhaustive match",
@@ -807,7 +860,7 @@ fn lower(
         | ExprKind::List(_)
         | ExprKind::Arrow { .. }
         | ExprKind::Field { .. } => {
-            c.err(Diagnostic::error("E0201", "this form is not available in objective formulas", e.span, "not a formula")
+            c.err(Diagnostic::error(Code::E0201, "this form is not available in objective formulas", e.span, "not a formula")
                 .with_help("formulas use numbers, parameters, operators, `if`, `match` and the formula functions"));
             None
         }
@@ -859,20 +912,26 @@ fn binary(
         return Some(FVal::B(out));
     }
     if let (FVal::K(a), FVal::K(b)) = (&l, &r) {
-        let v = match op {
-            BinOp::Add => a + b,
-            BinOp::Sub => a - b,
-            BinOp::Mul => a * b,
-            BinOp::Div => a / b,
-            _ => a.powf(*b),
+        let f = match op {
+            BinOp::Add => BinaryOp::Add,
+            BinOp::Sub => BinaryOp::Sub,
+            BinOp::Mul => BinaryOp::Mul,
+            BinOp::Div => BinaryOp::Div,
+            _ => BinaryOp::Pow,
         };
+        let v = fold_binary(f, *a, *b);
         if !v.is_finite() {
-            c.err(Diagnostic::error(
-                "E0401",
-                "this constant is not a finite number",
-                span,
-                "not finite",
-            ));
+            c.err(
+                Diagnostic::error(
+                    Code::E0401,
+                    "this constant is not a finite number",
+                    span,
+                    "not finite",
+                )
+                .with_help(
+                    "the constant arithmetic overflows or divides by zero: check the operands",
+                ),
+            );
             return None;
         }
         return Some(FVal::K(v));
@@ -920,7 +979,7 @@ fn binary(
         _ => {
             c.err(
                 Diagnostic::error(
-                    "E0201",
+                    Code::E0201,
                     format!("`{}` compares only constants in formulas", op.symbol()),
                     span,
                     "not available on tensors",
@@ -948,7 +1007,7 @@ fn slot_arg(
         other => {
             c.err(
                 Diagnostic::error(
-                    "E0201",
+                    Code::E0201,
                     format!("`{fname}` reads a sequence set, found {}", other.describe()),
                     a.value.span,
                     "not a sequence set",
@@ -971,12 +1030,7 @@ fn call(
     args: &[ast::Arg],
 ) -> Option<FVal> {
     let ExprKind::Name(name) = &callee.kind else {
-        c.err(Diagnostic::error(
-            "E0201",
-            "this cannot be called",
-            callee.span,
-            "not a function",
-        ));
+        c.err(super::not_callable(callee.span, "only names are called in a formula: a built-in like `logp(y)`, an objective, or a reward parameter"));
         return None;
     };
     let name = name.as_str();
@@ -995,19 +1049,24 @@ fn call(
     };
     if let Some(r) = reward {
         if args.len() != 1 {
-            c.err(Diagnostic::error(
-                "E0105",
-                format!("a reward applies to one sequence set: `{name}(y)`"),
-                e.span,
-                "wrong arguments",
-            ));
+            c.err(
+                Diagnostic::error(
+                    Code::E0105,
+                    format!("a reward applies to one sequence set: `{name}(y)`"),
+                    e.span,
+                    "wrong arguments",
+                )
+                .with_help(format!(
+                    "pass exactly one sequence set parameter, e.g. `{name}(y)`"
+                )),
+            );
             return None;
         }
         let slot = slot_arg(c, low, env, module, &args[0], name)?;
         if let Some(info) = low.slots.get_mut(&slot) {
             match &info.reward {
                 Some(prev) if *prev != r && !low.abstract_mode => {
-                    c.err(Diagnostic::error("E0304", format!("`{slot}` is scored by both `{prev}` and `{r}`"), e.span, "second reward")
+                    c.err(Diagnostic::error(Code::E0304, format!("`{slot}` is scored by both `{prev}` and `{r}`"), e.span, "second reward")
                         .with_help("score each sequence set with one reward; combine rewards in a `reward` definition"));
                     return None;
                 }
@@ -1022,21 +1081,14 @@ fn call(
             return inline(c, low, env, module, id, e, args);
         }
     }
-    let arity = |c: &mut Checker, n: usize| -> Option<()> {
-        if args.len() != n || args.iter().any(|a| a.name.is_some()) {
-            c.err(Diagnostic::error(
-                "E0105",
-                format!(
-                    "`{name}` takes {n} positional argument{}",
-                    if n == 1 { "" } else { "s" }
-                ),
-                e.span,
-                "wrong arguments",
-            ));
-            return None;
-        }
-        Some(())
+    // A built-in: its arity and parameters come from the signature table.
+    let Some(sig) = signatures::exact(name, Scope::Formula) else {
+        let locals: Vec<&str> = env.keys().map(|s| s.as_str()).collect();
+        c.unresolved(module, name, callee.span, &locals);
+        return None;
     };
+    let bound = builtins::bind_expr_call(c, sig, args, e.span)?;
+    let args = &bound.positional[..];
     let quantity = match name {
         "logp" => Some(Quantity::Logp),
         "ref_logp" => Some(Quantity::RefLogp),
@@ -1048,13 +1100,11 @@ fn call(
         _ => None,
     };
     if let Some(q) = quantity {
-        arity(c, 1)?;
-        let slot = slot_arg(c, low, env, module, &args[0], name)?;
+        let slot = slot_arg(c, low, env, module, args[0], name)?;
         return Some(FVal::T(Expr::input(q, &slot)));
     }
     if name == "group_size" {
-        arity(c, 1)?;
-        let slot = slot_arg(c, low, env, module, &args[0], name)?;
+        let slot = slot_arg(c, low, env, module, args[0], name)?;
         if low.abstract_mode {
             return Some(FVal::T(Expr::Hyper {
                 name: format!("group_size({slot})"),
@@ -1083,17 +1133,22 @@ fn call(
         _ => None,
     };
     if let Some(u) = unary {
-        arity(c, 1)?;
         let v = lower(c, low, env, module, &args[0].value)?;
         if let FVal::K(x) = v {
             let y = fold_unary(u, x);
             if !y.is_finite() {
-                c.err(Diagnostic::error(
-                    "E0401",
-                    format!("`{name}({})` is not finite", builtins::fmt_num(x)),
-                    e.span,
-                    "not finite",
-                ));
+                c.err(
+                    Diagnostic::error(
+                        Code::E0401,
+                        format!("`{name}({})` is not finite", builtins::fmt_num(x)),
+                        e.span,
+                        "not finite",
+                    )
+                    .with_help(format!(
+                        "`{name}` is not defined at {}: use another constant",
+                        builtins::fmt_num(x)
+                    )),
+                );
                 return None;
             }
             return Some(FVal::K(y));
@@ -1118,7 +1173,6 @@ fn call(
         _ => None,
     };
     if let Some(f) = reduce {
-        arity(c, 1)?;
         let v = lower(c, low, env, module, &args[0].value)?;
         let Some(x) = v.expr() else {
             type_err(c, args[0].value.span, "a formula", &v);
@@ -1136,7 +1190,7 @@ fn call(
             };
             c.err(
                 Diagnostic::error(
-                    "E0301",
+                    Code::E0301,
                     format!("`{name}` expects a {expected}-level value, found a {found}-level one"),
                     args[0].value.span,
                     format!("{found}-level"),
@@ -1159,7 +1213,6 @@ fn call(
     }
     match name {
         "detach" => {
-            arity(c, 1)?;
             let v = lower(c, low, env, module, &args[0].value)?;
             match v {
                 FVal::T(x) => Some(FVal::T(Expr::Detach { arg: Box::new(x) })),
@@ -1171,11 +1224,15 @@ fn call(
             }
         }
         "min" | "max" => {
-            arity(c, 2)?;
             let a = lower(c, low, env, module, &args[0].value)?;
             let b = lower(c, low, env, module, &args[1].value)?;
             if let (FVal::K(x), FVal::K(y)) = (&a, &b) {
-                return Some(FVal::K(if name == "min" { x.min(*y) } else { x.max(*y) }));
+                let f = if name == "min" {
+                    BinaryOp::Min
+                } else {
+                    BinaryOp::Max
+                };
+                return Some(FVal::K(fold_binary(f, *x, *y)));
             }
             let (Some(x), Some(y)) = (a.expr(), b.expr()) else {
                 type_err(c, e.span, "numbers", &a);
@@ -1194,7 +1251,6 @@ fn call(
             Some(FVal::T(out))
         }
         "clip" => {
-            arity(c, 3)?;
             let mut xs = Vec::new();
             for a in args {
                 let v = lower(c, low, env, module, &a.value)?;
@@ -1212,7 +1268,6 @@ fn call(
             Some(FVal::T(out))
         }
         "where" => {
-            arity(c, 3)?;
             let mut xs = Vec::new();
             for a in args {
                 let v = lower(c, low, env, module, &a.value)?;
@@ -1251,25 +1306,20 @@ fn group_error(c: &mut Checker, slot: &str, n: Option<usize>, span: Span) {
         ),
     };
     c.err(
-        Diagnostic::error("E0405", msg, span, "group of one")
+        Diagnostic::error(Code::E0405, msg, span, "group of one")
             .with_help("sample with `n = 2` or more, e.g. `sample(policy, n = 8)`"),
     );
 }
 
+/// A unary op on a constant: the shared scalar semantics (`post_graph::scalar`), so the
+/// compiler folds exactly what the runtime and the kernels compute.
 fn fold_unary(u: UnaryOp, x: f64) -> f64 {
-    match u {
-        UnaryOp::Neg => -x,
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Log1p => x.ln_1p(),
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::LogSigmoid => -(-x).exp().ln_1p(),
-        UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Square => x * x,
-        UnaryOp::Tanh => x.tanh(),
-    }
+    post_graph::scalar::unary(u, x)
+}
+
+/// A binary op on two constants, with the same shared semantics.
+fn fold_binary(f: BinaryOp, a: f64, b: f64) -> f64 {
+    post_graph::scalar::binary(f, a, b)
 }
 
 /// Inline a call of another objective inside a formula.
@@ -1288,12 +1338,15 @@ fn inline(
     if low.stack.contains(&id) || low.stack.len() > MAX_INLINE {
         c.err(
             Diagnostic::error(
-                "E0109",
+                Code::E0109,
                 format!("objective `{}` calls itself", def.name.name),
                 e.span,
                 "recursive call",
             )
-            .with_label(def.name.span, "definition"),
+            .with_label(def.name.span, "definition")
+            .with_help(
+                "an objective cannot call itself, directly or through other objectives: write out the terms it needs",
+            ),
         );
         return None;
     }
@@ -1309,12 +1362,16 @@ fn inline(
             (None, None) => {
                 c.err(
                     Diagnostic::error(
-                        "E0104",
+                        Code::E0104,
                         format!("missing argument `{}` of `{}`", p.name.name, def.name.name),
                         e.span,
                         "argument missing",
                     )
-                    .with_label(p.name.span, "parameter declared here"),
+                    .with_label(p.name.span, "parameter declared here")
+                    .with_help(format!(
+                        "pass it: `{}({} = ...)`, or give the parameter a default",
+                        def.name.name, p.name.name
+                    )),
                 );
                 return None;
             }
@@ -1333,24 +1390,38 @@ fn inline(
                     let val = value.clone();
                     if let Some(v) = &val {
                         if !options.contains(v) {
-                            c.err(Diagnostic::error(
-                                "E0401",
-                                format!("`{v}` is not an option of `{}`", p.name.name),
-                                expr.span,
-                                "unknown option",
-                            ));
+                            c.err(
+                                Diagnostic::error(
+                                    Code::E0401,
+                                    format!("`{v}` is not an option of `{}`", p.name.name),
+                                    expr.span,
+                                    "unknown option",
+                                )
+                                .with_help(format!(
+                                    "`{}` of `{}` takes one of {}",
+                                    p.name.name,
+                                    def.name.name,
+                                    options.join(", ")
+                                )),
+                            );
                             return None;
                         }
                     } else if let Some(bad) = caller_opts.iter().find(|o| !options.contains(o)) {
                         c.err(Diagnostic::error(
-                            "E0401",
+                            Code::E0401,
                             format!(
                                 "option `{bad}` is not accepted by `{}` of `{}`",
                                 p.name.name, def.name.name
                             ),
                             expr.span,
                             "incompatible options",
-                        ));
+                        )
+                        .with_help(format!(
+                            "`{}` of `{}` takes only {}: narrow this parameter's options to those",
+                            p.name.name,
+                            def.name.name,
+                            options.join(", ")
+                        )));
                         return None;
                     }
                     inner.insert(
@@ -1404,7 +1475,7 @@ fn inline(
                         let found = axis_of(c, &x, expr.span)?;
                         if found > a {
                             c.err(Diagnostic::error(
-                                "E0301",
+                                Code::E0301,
                                 format!("`{}` of `{}` takes a value of at most {a} level, found a {found}-level one", p.name.name, def.name.name),
                                 expr.span,
                                 format!("{found}-level"),
@@ -1445,12 +1516,15 @@ fn range_check(c: &mut Checker, r: R, x: f64, name: &str, span: Span) -> Option<
         R::Frac => x > 0.0 && x <= 1.0,
     };
     if !ok {
-        c.err(Diagnostic::error(
-            "E0401",
-            format!("`{name}` is out of range: {}", builtins::fmt_num(x)),
-            span,
-            "out of range",
-        ));
+        c.err(
+            Diagnostic::error(
+                Code::E0401,
+                format!("`{name}` is out of range: {}", builtins::fmt_num(x)),
+                span,
+                "out of range",
+            )
+            .with_help(r.help(name, x, false)),
+        );
         return None;
     }
     Some(())

@@ -7,8 +7,11 @@
 
 pub(crate) mod builtins;
 pub(crate) mod formula;
+pub(crate) mod params;
+mod prerequisite;
 pub(crate) mod reward;
-mod stage;
+pub(crate) mod signatures;
+pub(crate) mod stage;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,7 +22,7 @@ use post_graph::{
 };
 
 use crate::FileSystem;
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
 use crate::suggest;
 use crate::syntax::ast::*;
@@ -138,6 +141,36 @@ impl Value {
     }
 }
 
+/// The help line of a type mismatch: what to write instead of `found` where `expected` goes.
+fn type_help(expected: &str, found: &Value) -> String {
+    match found {
+        Value::Quantity(x, u) if !expected.starts_with("a number of ") => {
+            format!(
+                "write `{}` without `{}`, or pass {expected}",
+                builtins::fmt_num(*x),
+                u.name()
+            )
+        }
+        Value::Num(x) if expected.starts_with("a number of ") => {
+            format!(
+                "add the unit: {expected}, e.g. `{} {}`",
+                builtins::fmt_num(*x),
+                expected.rsplit(' ').next().unwrap_or_default()
+            )
+        }
+        Value::Str(s) if !expected.contains("string") => {
+            format!("`\"{s}\"` is quoted text; this position takes {expected}")
+        }
+        Value::Model(_) | Value::ModelSrc(_) if expected.contains("dataset") => {
+            "pass a dataset (`data train = task(...)` or `jsonl(...)`), not a model".to_string()
+        }
+        Value::Reward(_) if expected.contains("number") => {
+            "a reward is applied to samples by a rollout or objective; it has no value of its own here".to_string()
+        }
+        _ => format!("replace {} with {expected}", found.describe()),
+    }
+}
+
 /// A lowered reward and the record fields it reads (with their spans).
 pub type LoweredReward = (RExpr, Vec<(String, Span)>);
 
@@ -188,9 +221,51 @@ pub(crate) struct Checker<'a> {
     pub user_module: usize,
     /// While set, diagnostics are re-pointed here (see [`Checker::at_site`]).
     remap: Option<Span>,
+    /// Experiments this one builds on (`trained(...)`), in first-use order.
+    pub prerequisites: Vec<post_graph::Prerequisite>,
+    /// The files being compiled, outermost first, this one last (a `trained(...)` circle is
+    /// an error, not a hang).
+    pub file_stack: Vec<String>,
+}
+
+/// E0201 for a call whose callee is not a name; `help` says what each context can call.
+pub(crate) fn not_callable(span: Span, help: &str) -> Diagnostic {
+    Diagnostic::error(Code::E0201, "this cannot be called", span, "not a function").with_help(help)
 }
 
 pub fn check(file: &File, fs: &dyn FileSystem, path: &str) -> (Option<Graph>, Vec<Diagnostic>) {
+    check_nested(file, fs, path, &[])
+}
+
+/// [`check`] a file reached through `trained(...)` from the files in `outer`.
+pub fn check_nested(
+    file: &File,
+    fs: &dyn FileSystem,
+    path: &str,
+    outer: &[String],
+) -> (Option<Graph>, Vec<Diagnostic>) {
+    let (graph, diags, _) = check_with_facts(file, fs, path, outer);
+    (graph, diags)
+}
+
+/// What the checker learned about the file's definitions, for the editor.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Per dataset definition of the file (by the span of its name): its record fields, where
+    /// the checker knows them (a task's fixed fields, a JSONL file's mapped or shared keys,
+    /// fields a transform adds).
+    pub data_fields: Vec<(Span, BTreeSet<String>)>,
+}
+
+/// [`check_nested`], also returning the [`Facts`] the checker computed.
+pub fn check_with_facts(
+    file: &File,
+    fs: &dyn FileSystem,
+    path: &str,
+    outer: &[String],
+) -> (Option<Graph>, Vec<Diagnostic>, Facts) {
+    let mut file_stack = outer.to_vec();
+    file_stack.push(path.to_string());
     let base_dir = match path.rfind('/') {
         Some(i) => path[..i].to_string(),
         None => String::new(),
@@ -219,15 +294,30 @@ pub fn check(file: &File, fs: &dyn FileSystem, path: &str) -> (Option<Graph>, Ve
         anon: 0,
         user_module: usize::MAX,
         remap: None,
+        prerequisites: Vec::new(),
+        file_stack,
     };
     let graph = c.run(file);
+    let mut facts = Facts::default();
+    for (id, v) in &c.values {
+        let info = &c.defs[*id];
+        if info.module != c.user_module {
+            continue;
+        }
+        if let Some(Value::Data(d)) = v
+            && let Some(fields) = &d.fields
+        {
+            facts.data_fields.push((info.def.name.span, fields.clone()));
+        }
+    }
+    facts.data_fields.sort_by_key(|(s, _)| s.start);
     let mut seen = std::collections::HashSet::new();
     let diags = c
         .diags
         .into_iter()
-        .filter(|d| seen.insert((d.code.clone(), d.primary.span, d.message.clone())))
+        .filter(|d| seen.insert((d.code, d.primary.span, d.message.clone())))
         .collect();
-    (graph, diags)
+    (graph, diags, facts)
 }
 
 impl<'a> Checker<'a> {
@@ -286,7 +376,7 @@ impl<'a> Checker<'a> {
                 let prev_span = self.defs[prev].def.name.span;
                 self.err(
                     Diagnostic::error(
-                        "E0102",
+                        Code::E0102,
                         format!("`{}` is defined more than once", d.name.name),
                         d.name.span,
                         "defined again here",
@@ -319,7 +409,7 @@ impl<'a> Checker<'a> {
                 let names: Vec<&str> = std_ids.keys().copied().collect();
                 self.err(
                     Diagnostic::error(
-                        "E0106",
+                        Code::E0106,
                         format!("no module named `{mname}`"),
                         mspan,
                         "unknown module",
@@ -339,15 +429,16 @@ impl<'a> Checker<'a> {
                             if prev != def_id {
                                 let prev_span = self.defs[prev].def.name.span;
                                 let mut d = Diagnostic::error(
-                                    "E0102",
+                                    Code::E0102,
                                     format!("`{}` is imported and also defined here", n.name),
                                     n.span,
                                     "imported here",
-                                );
+                                )
+                                .with_help("remove the import or rename the definition");
                                 if self.defs[prev].module == module {
                                     d = d.with_label(prev_span, "defined here");
                                 }
-                                self.err(d.with_help("remove the import or rename the definition"));
+                                self.err(d);
                             }
                             continue;
                         }
@@ -363,7 +454,7 @@ impl<'a> Checker<'a> {
                             });
                         self.err(
                             Diagnostic::error(
-                                "E0106",
+                                Code::E0106,
                                 format!("`{mname}` has no item named `{}`", n.name),
                                 n.span,
                                 "not found in the module",
@@ -403,7 +494,7 @@ impl<'a> Checker<'a> {
                     if let Some(first) = experiment {
                         self.err(
                             Diagnostic::error(
-                                "E0108",
+                                Code::E0108,
                                 "a file holds at most one experiment",
                                 b.name.span,
                                 "second experiment",
@@ -417,7 +508,7 @@ impl<'a> Checker<'a> {
                 }
                 Item::Setting(s) => self.err(
                     Diagnostic::error(
-                        "E0107",
+                        Code::E0107,
                         format!("setting `{}` outside an experiment", s.key.name),
                         s.key.span,
                         "not allowed at the top level",
@@ -426,35 +517,49 @@ impl<'a> Checker<'a> {
                 ),
                 Item::Eval(e) => self.err(
                     Diagnostic::error(
-                        "E0107",
+                        Code::E0107,
                         "`eval` outside a stage",
                         e.span,
                         "not allowed here",
                     )
                     .with_help("put eval blocks inside a `stage`"),
                 ),
-                Item::Block(b) => self.err(Diagnostic::error(
-                    "E0107",
-                    format!("`{}` outside an experiment", b.kind.keyword()),
-                    b.name.span,
-                    "not allowed at the top level",
-                )),
+                Item::Block(b) => self.err(
+                    Diagnostic::error(
+                        Code::E0107,
+                        format!("`{}` outside an experiment", b.kind.keyword()),
+                        b.name.span,
+                        "not allowed at the top level",
+                    )
+                    .with_help(format!(
+                        "move `{} {} {{ ... }}` inside the `experiment name {{ ... }}` block",
+                        b.kind.keyword(),
+                        b.name.name
+                    )),
+                ),
                 _ => {}
             }
         }
         if let Some(exp) = experiment {
-            let mut stage_names = std::collections::HashSet::new();
+            let mut stage_names: HashMap<&str, Span> = HashMap::new();
             for item in &exp.items {
                 if let Item::Block(b) = item {
-                    if stage_names.contains(b.name.name.as_str()) {
-                        self.err(Diagnostic::error(
-                            "E0102",
-                            format!("stage `{}` is defined more than once", b.name.name),
-                            b.name.span,
-                            "defined again here",
-                        ));
+                    if let Some(&first) = stage_names.get(b.name.name.as_str()) {
+                        self.err(
+                            Diagnostic::error(
+                                Code::E0102,
+                                format!("stage `{}` is defined more than once", b.name.name),
+                                b.name.span,
+                                "defined again here",
+                            )
+                            .with_label(first, "first defined here")
+                            .with_help(format!(
+                                "rename one of the two stages (e.g. `{}_2`), or merge their settings into one",
+                                b.name.name
+                            )),
+                        );
                     } else {
-                        stage_names.insert(b.name.name.as_str());
+                        stage_names.insert(b.name.name.as_str(), b.name.span);
                         self.stage_kinds.push((b.name.name.clone(), b.kind));
                     }
                 }
@@ -482,7 +587,7 @@ impl<'a> Checker<'a> {
                         let span = def.name.span;
                         self.err(
                             Diagnostic::error(
-                                "E0107",
+                                Code::E0107,
                                 format!(
                                     "a `{}` definition takes no parameters",
                                     def.kind.keyword()
@@ -500,46 +605,27 @@ impl<'a> Checker<'a> {
         }
 
         let exp = experiment?;
-        let mut seed = None;
+        // The experiment's own settings, checked against their table.
+        let settings =
+            Settings::collect(self, &exp.items, stage::EXPERIMENT_SETTINGS, "experiment");
+        let seed_param = stage::experiment_setting("seed");
+        let seed = settings.get(seed_param.name).map(|s| {
+            self.eval_as(
+                user,
+                &s.value,
+                seed_param.ty,
+                &HashMap::new(),
+                seed_param.name,
+            )
+            .and_then(|v| num_of(&v))
+            .map_or(0, |v| v as u64)
+        });
         let mut stages: Vec<Stage> = Vec::new();
         for item in &exp.items {
             match item {
-                Item::Setting(s) if s.key.name == "seed" => {
-                    if seed.is_some() {
-                        self.err(Diagnostic::error(
-                            "E0105",
-                            "`seed` is set twice",
-                            s.key.span,
-                            "second setting",
-                        ));
-                    }
-                    seed = self
-                        .eval_as(user, &s.value, T::Int, &HashMap::new(), "seed")
-                        .and_then(|v| num_of(&v))
-                        .map(|v| v as u64);
-                    if seed.is_none() {
-                        seed = Some(0);
-                    }
-                }
-                Item::Setting(s) => {
-                    self.err(
-                        Diagnostic::error(
-                            "E0103",
-                            format!("unknown experiment setting `{}`", s.key.name),
-                            s.key.span,
-                            "unknown setting",
-                        )
-                        .with_help_opt(suggest::did_you_mean(&s.key.name, ["seed"]))
-                        .with_help_opt(
-                            (suggest::best(&s.key.name, ["seed"]).is_none()).then(|| {
-                                "an experiment holds `seed = N`, definitions and stages".to_string()
-                            }),
-                        ),
-                    );
-                }
                 Item::Eval(e) => self.err(
                     Diagnostic::error(
-                        "E0107",
+                        Code::E0107,
                         "`eval` outside a stage",
                         e.span,
                         "not allowed here",
@@ -557,7 +643,7 @@ impl<'a> Checker<'a> {
         if stages.is_empty() && !self.diags.iter().any(|d| d.is_error()) {
             self.err(
                 Diagnostic::error(
-                    "E0104",
+                    Code::E0104,
                     format!("experiment `{}` has no stages", exp.name.name),
                     exp.name.span,
                     "nothing to run",
@@ -568,11 +654,15 @@ impl<'a> Checker<'a> {
         let seed = match seed {
             Some(s) => s,
             None => {
-                self.default_applied("seed", "0".into(), "experiment default");
-                0
+                let (value, text) = seed_param
+                    .default
+                    .value()
+                    .expect("the experiment's seed has a default");
+                self.default_applied(seed_param.name, text, "experiment default");
+                num_of(&value).map_or(0, |v| v as u64)
             }
         };
-        Some(Graph {
+        let graph = Graph {
             version: GRAPH_VERSION,
             experiment: exp.name.name.clone(),
             seed,
@@ -582,7 +672,36 @@ impl<'a> Checker<'a> {
             rollouts: std::mem::take(&mut self.rollouts),
             stages,
             defaults_applied: std::mem::take(&mut self.defaults),
-        })
+            prerequisites: std::mem::take(&mut self.prerequisites),
+        };
+        self.warn_unsupported(exp, user, &graph);
+        Some(graph)
+    }
+
+    /// W0001 for each feature of `graph` the runtime does not run yet (the list the runtime's
+    /// refusal reads), at the stage or dataset that uses it.
+    fn warn_unsupported(&mut self, exp: &Block, user: usize, graph: &Graph) {
+        use post_graph::support::Site;
+        for u in post_graph::support::unsupported(graph) {
+            let span = match &u.site {
+                Site::Stage(n) => exp.items.iter().find_map(|i| match i {
+                    Item::Block(b) if b.name.name == *n => Some(b.name.span),
+                    _ => None,
+                }),
+                Site::Dataset(n) => self
+                    .defs
+                    .iter()
+                    .find(|d| d.module == user && d.def.name.name == *n)
+                    .map(|d| d.def.name.span),
+            }
+            .unwrap_or(exp.name.span);
+            self.err(
+                Diagnostic::warning(Code::W0001, u.to_string(), span, "`post run` refuses this")
+                    .with_help(
+                        "`post check` accepts the language; this runtime cannot run it yet, so `post run` stops before step 1",
+                    ),
+            );
+        }
     }
 
     /// Check the parameter list of a parametrised definition (types known, defaults typed).
@@ -596,7 +715,7 @@ impl<'a> Checker<'a> {
                     let first = &ty[0];
                     self.err(
                         Diagnostic::error(
-                            "E0101",
+                            Code::E0101,
                             format!("unknown type `{}`", first.name),
                             first.span,
                             "not a type",
@@ -635,17 +754,30 @@ impl<'a> Checker<'a> {
     pub fn unresolved(&mut self, module: usize, name: &str, span: Span, extra: &[&str]) {
         let mut cands: Vec<String> = self.modules[module].scope.keys().cloned().collect();
         cands.extend(extra.iter().map(|s| s.to_string()));
-        cands.extend(builtins::BUILTIN_NAMES.iter().map(|s| s.to_string()));
+        cands.extend(signatures::names().map(str::to_string));
         let help = suggest::did_you_mean(name, cands.iter().map(|s| s.as_str()))
-            .or_else(|| import_hint(name));
+            .or_else(|| import_hint(name))
+            .or_else(|| {
+                let std_names: Vec<(&str, &str)> = crate::stdlib::definitions().collect();
+                let close = suggest::best(name, std_names.iter().map(|(_, n)| *n))?;
+                let (m, _) = std_names.iter().find(|(_, n)| *n == close)?;
+                Some(format!(
+                    "did you mean `{close}`? it is in the standard library: add `use {m}.{{{close}}}`"
+                ))
+            })
+            .unwrap_or_else(|| {
+                format!(
+                    "nothing named `{name}` is defined or imported here: define it in the experiment, or import it from the standard library (`use std.objectives.{{...}}`)"
+                )
+            });
         self.err(
             Diagnostic::error(
-                "E0101",
+                Code::E0101,
                 format!("cannot find `{name}`"),
                 span,
                 "not found in this scope",
             )
-            .with_help_opt(help),
+            .with_help(help),
         );
     }
 
@@ -658,12 +790,16 @@ impl<'a> Checker<'a> {
             let def = self.defs[id].def;
             self.err(
                 Diagnostic::error(
-                    "E0109",
+                    Code::E0109,
                     format!("`{}` is defined in terms of itself", def.name.name),
                     use_span,
                     "used here while being defined",
                 )
-                .with_label(def.name.span, "definition"),
+                .with_label(def.name.span, "definition")
+                .with_help(format!(
+                    "`{}` cannot use its own value, directly or through other definitions: write the value out instead",
+                    def.name.name
+                )),
             );
             return None;
         }
@@ -688,12 +824,17 @@ impl<'a> Checker<'a> {
                         let msg = format!(
                             "`{name}` is another name for model `{other}`; write `frozen({other})` for a frozen copy"
                         );
-                        self.err(Diagnostic::error(
-                            "E0201",
-                            msg,
-                            def.value.span,
-                            "a model name, not a model source",
-                        ));
+                        self.err(
+                            Diagnostic::error(
+                                Code::E0201,
+                                msg,
+                                def.value.span,
+                                "a model name, not a model source",
+                            )
+                            .with_help(format!(
+                                "use `{other}` directly instead of `{name}`, or write `model {name} = frozen({other})`"
+                            )),
+                        );
                         None
                     }
                     _ => None,
@@ -768,12 +909,17 @@ impl<'a> Checker<'a> {
         }
         if self.reward_active.contains(&id) {
             let def = self.defs[id].def;
-            self.err(Diagnostic::error(
-                "E0109",
-                format!("reward `{}` is defined in terms of itself", def.name.name),
-                def.name.span,
-                "recursive reward",
-            ));
+            self.err(
+                Diagnostic::error(
+                    Code::E0109,
+                    format!("reward `{}` is defined in terms of itself", def.name.name),
+                    def.name.span,
+                    "recursive reward",
+                )
+                .with_help(
+                    "a reward cannot call itself, directly or through other rewards: write out the part it needs",
+                ),
+            );
             return None;
         }
         self.reward_active.push(id);
@@ -812,6 +958,16 @@ impl<'a> Checker<'a> {
         self.rollout_index
             .get(name)
             .and_then(|&i| self.rollouts.get(i))
+    }
+
+    /// A path written in the file, resolved against the file's directory (as the runtime
+    /// resolves it), for reads through the file system.
+    pub fn resolve_path(&self, p: &str) -> String {
+        if p.starts_with('/') || self.base_dir.is_empty() {
+            p.to_string()
+        } else {
+            format!("{}/{p}", self.base_dir)
+        }
     }
 
     pub fn register_model(&mut self, src: ModelSource, hint: &str) -> String {
@@ -874,12 +1030,22 @@ impl<'a> Checker<'a> {
                         if def.params.is_some() && def.kind == DefKind::Rollout {
                             self.err(
                                 Diagnostic::error(
-                                    "E0201",
+                                    Code::E0201,
                                     format!("rollout `{n}` takes parameters"),
                                     e.span,
                                     "call it with arguments",
                                 )
-                                .with_label(def.name.span, "defined here"),
+                                .with_label(def.name.span, "defined here")
+                                .with_help(format!(
+                                    "write `{n}({})`",
+                                    def.params
+                                        .as_deref()
+                                        .unwrap_or(&[])
+                                        .iter()
+                                        .map(|p| format!("{} = ...", p.name.name))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )),
                             );
                             return None;
                         }
@@ -898,7 +1064,7 @@ impl<'a> Checker<'a> {
                         let Some(dname) = d.name.clone() else {
                             self.err(
                                 Diagnostic::error(
-                                    "E0201",
+                                    Code::E0201,
                                     "fields can be read only from a named dataset",
                                     base.span,
                                     "unnamed dataset",
@@ -911,12 +1077,17 @@ impl<'a> Checker<'a> {
                         Some(Value::Field(dname, field.name.clone()))
                     }
                     other => {
-                        self.err(Diagnostic::error(
-                            "E0201",
-                            format!("{} has no field `{}`", other.describe(), field.name),
-                            field.span,
-                            "no such field",
-                        ));
+                        self.err(
+                            Diagnostic::error(
+                                Code::E0201,
+                                format!("{} has no field `{}`", other.describe(), field.name),
+                                field.span,
+                                "no such field",
+                            )
+                            .with_help(
+                                "`.field` reads a dataset's field (`train.prompt`); a reward reads its sample's (`s.completion`)",
+                            ),
+                        );
                         None
                     }
                 }
@@ -967,12 +1138,15 @@ impl<'a> Checker<'a> {
                 })
                 .filter(|v| !matches!(v, Value::Num(x) if !x.is_finite()))
                 .or_else(|| {
-                    self.err(Diagnostic::error(
-                        "E0401",
-                        "the result is not a finite number",
-                        e.span,
-                        "not finite",
-                    ));
+                    self.err(
+                        Diagnostic::error(
+                            Code::E0401,
+                            "the result is not a finite number",
+                            e.span,
+                            "not finite",
+                        )
+                        .with_help("this overflows or divides by zero: check the operands"),
+                    );
                     None
                 })
             }
@@ -989,12 +1163,15 @@ impl<'a> Checker<'a> {
                 }
             },
             ExprKind::Match { .. } => {
-                self.err(Diagnostic::error(
-                    "E0201",
-                    "`match` is only available in objective formulas",
-                    e.span,
-                    "not allowed here",
-                ));
+                self.err(
+                    Diagnostic::error(
+                        Code::E0201,
+                        "`match` is only available in objective formulas",
+                        e.span,
+                        "not allowed here",
+                    )
+                    .with_help("write `if cond then a else b` here"),
+                );
                 None
             }
             ExprKind::Tuple(xs) => {
@@ -1024,12 +1201,15 @@ impl<'a> Checker<'a> {
     }
 
     pub fn type_error(&mut self, span: Span, expected: &str, found: &Value) {
-        self.err(Diagnostic::error(
-            "E0201",
-            format!("expected {expected}, found {}", found.describe()),
-            span,
-            format!("this is {}", found.describe()),
-        ));
+        self.err(
+            Diagnostic::error(
+                Code::E0201,
+                format!("expected {expected}, found {}", found.describe()),
+                span,
+                format!("this is {}", found.describe()),
+            )
+            .with_help(type_help(expected, found)),
+        );
     }
 
     fn eval_call(
@@ -1064,7 +1244,7 @@ impl<'a> Checker<'a> {
                     }
                     other => {
                         self.err(Diagnostic::error(
-                            "E0201",
+                            Code::E0201,
                             format!("{} has no method `{}`", other.describe(), field.name),
                             field.span,
                             "no such method",
@@ -1074,12 +1254,7 @@ impl<'a> Checker<'a> {
                 }
             }
             _ => {
-                self.err(Diagnostic::error(
-                    "E0201",
-                    "this cannot be called",
-                    callee.span,
-                    "not a function",
-                ));
+                self.err(not_callable(callee.span, "only a name can be called (a built-in like `sample(...)`, or an objective or rollout definition); remove the parentheses"));
                 None
             }
         }
@@ -1131,7 +1306,7 @@ impl<'a> Checker<'a> {
             _ => {
                 self.err(
                     Diagnostic::error(
-                        "E0201",
+                        Code::E0201,
                         format!(
                             "`{}` is a {}, not a function",
                             def.name.name,
@@ -1140,7 +1315,11 @@ impl<'a> Checker<'a> {
                         callee_span,
                         "cannot be called",
                     )
-                    .with_label(def.name.span, "defined here"),
+                    .with_label(def.name.span, "defined here")
+                    .with_help(format!(
+                        "write `{}` without the parentheses and arguments",
+                        def.name.name
+                    )),
                 );
                 None
             }
@@ -1182,12 +1361,16 @@ impl<'a> Checker<'a> {
                     None => {
                         self.err(
                             Diagnostic::error(
-                                "E0104",
+                                Code::E0104,
                                 format!("missing argument `{}`", p.name.name),
                                 span,
                                 "argument missing",
                             )
-                            .with_label(p.name.span, "parameter declared here"),
+                            .with_label(p.name.span, "parameter declared here")
+                            .with_help(format!(
+                                "pass it: `{} = ...`, or give the parameter a default",
+                                p.name.name
+                            )),
                         );
                         None
                     }
@@ -1235,7 +1418,7 @@ impl<'a> Checker<'a> {
                 _ => {
                     self.err(
                         Diagnostic::error(
-                            "E0201",
+                            Code::E0201,
                             "expected a field name",
                             e.span,
                             "not a field name",
@@ -1269,7 +1452,7 @@ impl<'a> Checker<'a> {
                 });
             self.err(
                 Diagnostic::error(
-                    "E0501",
+                    Code::E0501,
                     format!("dataset `{name}` has no field `{field}`"),
                     span,
                     "unknown field",
@@ -1295,14 +1478,20 @@ pub(crate) struct Settings<'e> {
 }
 
 impl<'e> Settings<'e> {
-    pub fn collect(c: &mut Checker, items: &'e [Item], known: &[&str], what: &str) -> Settings<'e> {
+    pub fn collect(
+        c: &mut Checker,
+        items: &'e [Item],
+        table: &[builtins::P],
+        what: &str,
+    ) -> Settings<'e> {
+        let known: Vec<&str> = table.iter().map(|p| p.name).collect();
         let mut map: BTreeMap<String, &'e Setting> = BTreeMap::new();
         for item in items {
             let Item::Setting(s) = item else { continue };
             if !known.contains(&s.key.name.as_str()) {
                 c.err(
                     Diagnostic::error(
-                        "E0103",
+                        Code::E0103,
                         format!("unknown {what} setting `{}`", s.key.name),
                         s.key.span,
                         "unknown setting",
@@ -1319,12 +1508,13 @@ impl<'e> Settings<'e> {
                 let prev_span = prev.key.span;
                 c.err(
                     Diagnostic::error(
-                        "E0105",
+                        Code::E0105,
                         format!("`{}` is set twice", s.key.name),
                         s.key.span,
                         "set again here",
                     )
-                    .with_label(prev_span, "first set here"),
+                    .with_label(prev_span, "first set here")
+                    .with_help(format!("keep one `{} = ...` line", s.key.name)),
                 );
                 continue;
             }

@@ -9,37 +9,75 @@ use post_graph::{
     SelectStage, SlotSource, Stage, StageKind, TrainStage,
 };
 
-use super::builtins::{R, T};
+use super::builtins::{D, P, R, T, p};
 use super::formula::{self, StageEnv};
 use super::{Checker, RolloutVal, Settings, Unit, Value, num_of};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
 use crate::syntax::ast::*;
 
-const TRAIN_KEYS: &[&str] = &[
-    "model",
-    "data",
-    "steps",
-    "batch",
-    "objective",
-    "rollout",
-    "optimizer",
-    "reference",
-    "grad_clip",
-    "grad_accum",
-    "checkpoint_every",
+/// The settings of the experiment block itself.
+pub const EXPERIMENT_SETTINGS: &[P] =
+    &[p("seed", T::Int, D::Num(0.0)).doc("Seeds every random choice of the run.")];
+
+/// The experiment setting `name` (its type and default), as the checker reads it.
+pub fn experiment_setting(name: &str) -> &'static P {
+    EXPERIMENT_SETTINGS
+        .iter()
+        .find(|p| p.name == name)
+        .expect("an experiment setting of the table")
+}
+
+/// The settings of a `stage` block: what the checker accepts and the editor documents.
+pub const STAGE_SETTINGS: &[P] = &[
+    p("model", T::Model, D::Doc("policy")).doc(
+        "The model trained (default: the model named `policy`, else the first trainable one).",
+    ),
+    p("data", T::Data, D::Opt).doc(
+        "The dataset whose prompts the stage trains on (default: the dataset the objective reads).",
+    ),
+    p("steps", T::Steps, D::Req).doc("Optimizer steps of the stage."),
+    p("batch", T::Batch, D::Req)
+        .doc("Batch size with its unit: `32 prompts`, `64 sequences` or `512 completions`."),
+    p("objective", T::Objective, D::Req)
+        .doc("The loss, an objective applied to its arguments: `sft(train.solution)`."),
+    p("rollout", T::Rollout, D::Opt)
+        .doc("The rollout that produces the completions the objective scores."),
+    p("optimizer", T::Optimizer, D::Doc("adamw(lr = 0.0001)"))
+        .doc("The optimizer and its learning-rate schedule."),
+    p("reference", T::Model, D::Opt).doc(
+        "The reference model for `ref_logp` (default: the model named `reference`, else a frozen one).",
+    ),
+    p("grad_clip", T::Num(R::Pos), D::Num(1.0)).doc("Global gradient-norm clip."),
+    p("grad_accum", T::Count, D::Num(1.0)).doc("Micro-batches accumulated per step."),
+    p("checkpoint_every", T::Steps, D::Doc("the stage's steps")).doc("Checkpoint interval."),
 ];
-const SELECT_KEYS: &[&str] = &[
-    "proxy",
-    "data",
-    "steps",
-    "batch",
-    "optimizer",
-    "record_every",
-    "clusters",
-    "budget",
+
+/// The settings of a `select` (S2L) block.
+pub const SELECT_SETTINGS: &[P] = &[
+    p("proxy", T::Model, D::Req)
+        .doc("The small proxy model trained to record loss trajectories (S2L)."),
+    p("data", T::Data, D::Req).doc("The candidate examples."),
+    p("steps", T::Steps, D::Req).doc("Proxy training steps."),
+    p("batch", T::Batch, D::Req).doc("Proxy batch size, in sequences or prompts."),
+    p("optimizer", T::Optimizer, D::Doc("adamw(lr = 0.0001)")).doc("The proxy's optimizer."),
+    p("record_every", T::Steps, D::Opt).doc("How often per-example losses are recorded."),
+    p("clusters", T::Count, D::Opt).doc("Number of trajectory clusters."),
+    p("budget", T::Count, D::Req).doc("How many examples are selected."),
 ];
-const ANALYSIS_KEYS: &[&str] = &["model", "data", "layers", "limit", "summaries"];
+
+/// Besides `limit`, every line of an eval block names a metric: `accuracy = accuracy(...)`.
+pub const EVAL_SETTINGS: &[P] = &[p("limit", T::Count, D::Opt)
+    .doc("Evaluate at most this many examples of the dataset (default: all).")];
+
+/// The settings of an `analysis` block.
+pub const ANALYSIS_SETTINGS: &[P] = &[
+    p("model", T::Model, D::Req).doc("The model whose activations are captured."),
+    p("data", T::Data, D::Req).doc("The inputs."),
+    p("layers", T::IntList, D::Opt).doc("Layers to capture (default: all)."),
+    p("limit", T::Count, D::Opt).doc("At most this many examples."),
+    p("summaries", T::Summaries, D::Req).doc("Summaries computed over the activations."),
+];
 
 fn get(
     c: &mut Checker,
@@ -58,7 +96,7 @@ fn required(c: &mut Checker, s: &Settings, key: &str, b: &Block) -> bool {
     if s.get(key).is_none() {
         c.err(
             Diagnostic::error(
-                "E0104",
+                Code::E0104,
                 format!("{} `{}` has no `{key}`", b.kind.keyword(), b.name.name),
                 b.name.span,
                 format!("`{key}` missing"),
@@ -109,7 +147,7 @@ fn default_policy(c: &mut Checker, path: &str, span: Span) -> Option<String> {
         }
         None => {
             c.err(
-                Diagnostic::error("E0104", "no model to train", span, "no `model`")
+                Diagnostic::error(Code::E0104, "no model to train", span, "no `model`")
                     .with_help("declare `model policy = preset(\"tiny\")`"),
             );
             None
@@ -183,7 +221,7 @@ fn check_context(c: &mut Checker, r: &RolloutVal, data: Option<&str>, span: Span
         .map_or(1, |d| d.prompt_tokens.max(1));
     if base.max_tokens + prompt > ctx {
         c.err(Diagnostic::error(
-            "E0404",
+            Code::E0404,
             format!("max_tokens {} plus a prompt of up to ~{prompt} tokens exceeds the context of `{}` ({ctx} tokens)", base.max_tokens, base.model),
             span,
             "does not fit",
@@ -207,22 +245,31 @@ fn check_reward_fields(c: &mut Checker, reward: &str, data: Option<&str>, span: 
             } else {
                 (fspan, Some(span))
             };
+            let help = crate::suggest::did_you_mean(&f, fields.iter().map(|s| s.as_str()))
+                .unwrap_or_else(|| {
+                    format!(
+                        "the dataset's fields are {}",
+                        fields
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                });
             let mut d2 = Diagnostic::error(
-                "E0501",
+                Code::E0501,
                 format!(
                     "reward `{reward}` reads field `{f}`, which dataset `{}` does not have",
                     d.name.clone().unwrap_or_default()
                 ),
                 primary,
                 "unknown field",
-            );
+            )
+            .with_help(help);
             if let Some(l) = label {
                 d2 = d2.with_label(l, "used on that dataset here");
             }
-            c.err(d2.with_help_opt(crate::suggest::did_you_mean(
-                &f,
-                fields.iter().map(|s| s.as_str()),
-            )));
+            c.err(d2);
         }
     }
 }
@@ -233,12 +280,15 @@ pub fn stage(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<
         BlockKind::Select => select(c, m, b),
         BlockKind::Analysis => analysis(c, m, b),
         BlockKind::Experiment => {
-            c.err(Diagnostic::error(
-                "E0107",
-                "experiments do not nest",
-                b.name.span,
-                "nested experiment",
-            ));
+            c.err(
+                Diagnostic::error(
+                    Code::E0107,
+                    "experiments do not nest",
+                    b.name.span,
+                    "nested experiment",
+                )
+                .with_help("one file holds one experiment: move this one to its own file"),
+            );
             None
         }
     }
@@ -247,12 +297,15 @@ pub fn stage(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<
 fn reject_evals(c: &mut Checker, b: &Block) {
     for i in &b.items {
         match i {
-            Item::Eval(e) => c.err(Diagnostic::error(
-                "E0107",
-                format!("`eval` is not allowed in a `{}` block", b.kind.keyword()),
-                e.span,
-                "not allowed here",
-            )),
+            Item::Eval(e) => c.err(
+                Diagnostic::error(
+                    Code::E0107,
+                    format!("`eval` is not allowed in a `{}` block", b.kind.keyword()),
+                    e.span,
+                    "not allowed here",
+                )
+                .with_help("eval blocks belong to training stages (`stage name { ... }`)"),
+            ),
             other => reject_nested(c, other),
         }
     }
@@ -263,19 +316,26 @@ fn reject_nested(c: &mut Checker, item: &Item) {
     match item {
         Item::Def(d) => c.err(
             Diagnostic::error(
-                "E0107",
+                Code::E0107,
                 "definitions belong to the experiment, not to a stage",
                 d.span,
                 "not allowed here",
             )
             .with_help("move it out of the stage"),
         ),
-        Item::Block(x) => c.err(Diagnostic::error(
-            "E0107",
-            "blocks do not nest",
-            x.name.span,
-            "not allowed here",
-        )),
+        Item::Block(x) => c.err(
+            Diagnostic::error(
+                Code::E0107,
+                "blocks do not nest",
+                x.name.span,
+                "not allowed here",
+            )
+            .with_help(format!(
+                "move `{} {}` out, to the experiment's top level",
+                x.kind.keyword(),
+                x.name.name
+            )),
+        ),
         _ => {}
     }
 }
@@ -288,7 +348,7 @@ fn check_data_ready(c: &mut Checker, data: &str, span: Span, earlier: &[Stage]) 
         .map(|d| d.source.clone())
         && !earlier.iter().any(|s| s.name == stage)
     {
-        c.err(Diagnostic::error("E0407", format!("dataset `{data}` is chosen by stage `{stage}`, which does not run before this one"), span, "not selected yet")
+        c.err(Diagnostic::error(Code::E0407, format!("dataset `{data}` is chosen by stage `{stage}`, which does not run before this one"), span, "not selected yet")
                 .with_help(format!("put stage `{stage}` first")));
     }
 }
@@ -298,7 +358,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     for i in &b.items {
         reject_nested(c, i);
     }
-    let s = Settings::collect(c, &b.items, TRAIN_KEYS, "stage");
+    let s = Settings::collect(c, &b.items, STAGE_SETTINGS, "stage");
     let has_obj = required(c, &s, "objective", b);
     let has_steps = required(c, &s, "steps", b);
     let has_batch = required(c, &s, "batch", b);
@@ -307,6 +367,25 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         _ if s.get("model").is_some() => None,
         _ => default_policy(c, &path, b.name.span),
     };
+    if let Some(name) = &model
+        && let Some(node) = c.models.iter().find(|n| n.name == *name)
+        && let ModelSource::Frozen { of }
+        | ModelSource::Snapshot { of }
+        | ModelSource::Lagged { of, .. } = &node.source
+    {
+        let span = s.get("model").map_or(b.name.span, |x| x.value.span);
+        c.err(
+            Diagnostic::error(
+                Code::E0407,
+                format!("model `{name}` is a copy of `{of}` and cannot be trained"),
+                span,
+                "a frozen, snapshot or lagged copy",
+            )
+            .with_help(format!(
+                "train `{of}` (`model = {of}`); copies follow the model they copy"
+            )),
+        );
+    }
     let rollout = match get(c, m, &s, "rollout", T::Rollout, &path) {
         Some((Value::Rollout(mut r), span)) => {
             // An unnamed stage rollout is registered under the stage's name.
@@ -321,7 +400,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     if let (Some((_, span)), None) = (&data_set, &data) {
         c.err(
             Diagnostic::error(
-                "E0201",
+                Code::E0201,
                 "a stage trains on a named dataset",
                 *span,
                 "unnamed dataset",
@@ -395,7 +474,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         if data.is_none() && lowered.is_some() {
             c.err(
                 Diagnostic::error(
-                    "E0104",
+                    Code::E0104,
                     format!("stage `{}` has no `data`", b.name.name),
                     b.name.span,
                     "`data` missing",
@@ -409,7 +488,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
             if used != d {
                 c.err(
                     Diagnostic::error(
-                        "E0407",
+                        Code::E0407,
                         format!("the objective reads `{used}` but the stage trains on `{d}`"),
                         *span,
                         "another dataset",
@@ -477,7 +556,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
                     }
                     None => {
                         c.err(Diagnostic::error(
-                            "E0403",
+                            Code::E0403,
                             format!("objective `{}` reads `ref_logp`, but there is no reference model", lowered.instance.name),
                             obj_span,
                             "needs a reference model",
@@ -505,6 +584,29 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
                 .map(|r| r.policy.base().n),
             SlotSource::Data { .. } => None,
         });
+    // A reward scores sampled completions; a slot bound to dataset records has none.
+    let inputs = lowered.instance.loss.inputs();
+    for sl in &lowered.instance.slots {
+        if let SlotSource::Data { field } = &sl.source
+            && inputs.contains(&(Quantity::Reward, sl.name.clone()))
+        {
+            c.err(
+                Diagnostic::error(
+                    Code::E0201,
+                    format!(
+                        "the objective reads the reward of `{}`, bound to dataset field `{field}`: records have no reward",
+                        sl.name
+                    ),
+                    obj_span,
+                    "reward of data records",
+                )
+                .with_help(format!(
+                    "leave `{}` unbound and give the stage a `rollout` to sample completions the reward scores",
+                    sl.name
+                )),
+            );
+        }
+    }
     let samples = lowered
         .instance
         .slots
@@ -514,7 +616,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
         match (samples, bt.unit) {
             (true, BatchUnit::Sequences) => c.err(
                 Diagnostic::error(
-                    "E0202",
+                    Code::E0202,
                     "this stage samples completions: count its batch in prompts or completions",
                     *bspan,
                     "batch in sequences",
@@ -526,19 +628,25 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
                     bt.size
                 )),
             ),
-            (false, BatchUnit::Completions) => c.err(Diagnostic::error(
-                "E0202",
-                "this stage samples nothing: count its batch in prompts or sequences",
-                *bspan,
-                "batch in completions",
-            )),
+            (false, BatchUnit::Completions) => c.err(
+                Diagnostic::error(
+                    Code::E0202,
+                    "this stage samples nothing: count its batch in prompts or sequences",
+                    *bspan,
+                    "batch in completions",
+                )
+                .with_help(format!(
+                    "write `{} sequences` (records of the dataset), or give the stage a `rollout` to sample completions",
+                    bt.size
+                )),
+            ),
             (true, BatchUnit::Completions) => {
                 if let Some(n) = group
                     && bt.size % n != 0
                 {
                     c.err(
                         Diagnostic::error(
-                            "E0402",
+                            Code::E0402,
                             format!(
                                 "a batch of {} completions is not a whole number of groups of {n}",
                                 bt.size
@@ -554,6 +662,43 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
                 }
             }
             _ => {}
+        }
+        // The runtime draws `records` prompts or records a step and splits them into
+        // `grad_accum` equal micro-batches.
+        let records = match bt.unit {
+            BatchUnit::Prompts => bt.size,
+            BatchUnit::Sequences | BatchUnit::Completions => bt.size / group.unwrap_or(1).max(1),
+        };
+        if grad_accum == 0 || records == 0 || records % grad_accum != 0 {
+            let unit = if bt.unit == BatchUnit::Sequences {
+                "records"
+            } else {
+                "prompts"
+            };
+            let span = s.get("grad_accum").map_or(*bspan, |x| x.value.span);
+            let fits: Vec<String> = (1..=records.min(64))
+                .filter(|k| records % k == 0)
+                .map(|k| k.to_string())
+                .collect();
+            c.err(
+                Diagnostic::error(
+                    Code::E0408,
+                    format!(
+                        "a batch of {records} {unit} does not split into {grad_accum} gradient-accumulation micro-batches"
+                    ),
+                    span,
+                    format!("{records} is not a multiple of {grad_accum}"),
+                )
+                .with_label(*bspan, "the batch")
+                .with_help(if fits.is_empty() {
+                    "the batch must hold at least one record per micro-batch".to_string()
+                } else {
+                    format!(
+                        "grad_accum must divide the {records} {unit} of a step: one of {}",
+                        fits.join(", ")
+                    )
+                }),
+            );
         }
     }
 
@@ -584,7 +729,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     {
         c.err(
             Diagnostic::error(
-                "E0407",
+                Code::E0407,
                 format!("the reference model `{r}` is the model being trained"),
                 obj_span,
                 "same model",
@@ -610,12 +755,15 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
     };
     if steps == Some(0) {
         let span = s.get("steps").map_or(b.name.span, |x| x.value.span);
-        c.err(Diagnostic::error(
-            "E0401",
-            "a stage needs at least 1 step",
-            span,
-            "zero steps",
-        ));
+        c.err(
+            Diagnostic::error(
+                Code::E0401,
+                "a stage needs at least 1 step",
+                span,
+                "zero steps",
+            )
+            .with_help("write `steps = 1` or more, or remove the stage"),
+        );
     }
     if !has_steps {
         return None;
@@ -645,12 +793,15 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
             Some(v) => {
                 let n = num_of(&v).unwrap_or(0.0) as u64;
                 if n == 0 {
-                    c.err(Diagnostic::error(
-                        "E0401",
-                        "evaluate every 1 step or more",
-                        x.span,
-                        "zero",
-                    ));
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0401,
+                            "evaluate every 1 step or more",
+                            x.span,
+                            "zero",
+                        )
+                        .with_help("write `eval every 1 steps on ...` or more, or remove `every` to evaluate once at the end"),
+                    );
                     return None;
                 }
                 Some(n)
@@ -682,12 +833,17 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
             }
         },
         None => {
-            c.err(Diagnostic::error(
-                "E0104",
-                "an eval needs a dataset: `eval every 50 steps on test { ... }`",
-                e.span,
-                "no `on`",
-            ));
+            c.err(
+                Diagnostic::error(
+                    Code::E0104,
+                    "an eval needs a dataset: `eval every 50 steps on test { ... }`",
+                    e.span,
+                    "no `on`",
+                )
+                .with_help(
+                    "add `on <dataset>` after the interval: `eval every 50 steps on test { ... }`",
+                ),
+            );
             None
         }
     };
@@ -700,12 +856,13 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
                 if let Some(prev) = seen.insert(s.key.name.clone(), s.key.span) {
                     c.err(
                         Diagnostic::error(
-                            "E0105",
+                            Code::E0105,
                             format!("`{}` is set twice", s.key.name),
                             s.key.span,
                             "set again here",
                         )
-                        .with_label(prev, "first set here"),
+                        .with_label(prev, "first set here")
+                        .with_help(format!("keep one `{} = ...` line in the eval", s.key.name)),
                     );
                     continue;
                 }
@@ -735,12 +892,15 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
                     });
                 }
             }
-            other => c.err(Diagnostic::error(
-                "E0107",
-                "an eval block holds `metric = ...` lines and `limit = N`",
-                other.span(),
-                "not allowed here",
-            )),
+            other => c.err(
+                Diagnostic::error(
+                    Code::E0107,
+                    "an eval block holds `metric = ...` lines and `limit = N`",
+                    other.span(),
+                    "not allowed here",
+                )
+                .with_help("write e.g. `accuracy = accuracy(correct, greedy(policy))` or `limit = 100`; move other items out of the eval"),
+            ),
         }
     }
     let written = e
@@ -750,7 +910,7 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
     if !written && data.is_some() {
         c.err(
             Diagnostic::error(
-                "E0104",
+                Code::E0104,
                 "an eval needs at least one metric",
                 e.span,
                 "no metrics",
@@ -769,7 +929,7 @@ fn eval(c: &mut Checker, m: usize, e: &EvalBlock, stage_path: &str, steps: u64) 
 fn select(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
     let path = format!("select {}", b.name.name);
     reject_evals(c, b);
-    let s = Settings::collect(c, &b.items, SELECT_KEYS, "select");
+    let s = Settings::collect(c, &b.items, SELECT_SETTINGS, "select");
     let ok = ["proxy", "data", "steps", "batch", "budget"]
         .iter()
         .all(|k| required(c, &s, k, b));
@@ -785,12 +945,15 @@ fn select(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
     if let Some((bt, span)) = &batch
         && bt.unit == BatchUnit::Completions
     {
-        c.err(Diagnostic::error(
-            "E0202",
-            "a selection stage samples nothing: count its batch in sequences or prompts",
-            *span,
-            "batch in completions",
-        ));
+        c.err(
+            Diagnostic::error(
+                Code::E0202,
+                "a selection stage samples nothing: count its batch in sequences or prompts",
+                *span,
+                "batch in completions",
+            )
+            .with_help(format!("write `batch = {} sequences`", bt.size)),
+        );
     }
     let optimizer = optimizer(c, m, &s, &path);
     let record_every = match get(c, m, &s, "record_every", T::Steps, &path) {
@@ -828,12 +991,18 @@ fn select(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
         && (r == 0 || r > st)
     {
         let span = s.get("record_every").map_or(b.name.span, |x| x.value.span);
-        c.err(Diagnostic::error(
-            "E0401",
-            format!("record_every must be between 1 and the {st} steps"),
-            span,
-            "out of range",
-        ));
+        c.err(
+            Diagnostic::error(
+                Code::E0401,
+                format!("record_every must be between 1 and the {st} steps"),
+                span,
+                "out of range",
+            )
+            .with_help(format!(
+                "write e.g. `record_every = {} steps` (at most the stage's {st} steps)",
+                (st / 10).max(1)
+            )),
+        );
     }
     Some(Stage {
         name: b.name.name.clone(),
@@ -853,7 +1022,7 @@ fn select(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
 fn analysis(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
     let path = format!("analysis {}", b.name.name);
     reject_evals(c, b);
-    let s = Settings::collect(c, &b.items, ANALYSIS_KEYS, "analysis");
+    let s = Settings::collect(c, &b.items, ANALYSIS_SETTINGS, "analysis");
     let ok = ["model", "data", "summaries"]
         .iter()
         .all(|k| required(c, &s, k, b));
@@ -868,12 +1037,17 @@ fn analysis(c: &mut Checker, m: usize, b: &Block) -> Option<Stage> {
             if let Some(cfg) = model.as_ref().and_then(|mm| c.model_config(mm)) {
                 let n = cfg.num_layers;
                 if let Some(bad) = ls.iter().find(|l| **l > n) {
-                    c.err(Diagnostic::error(
-                        "E0401",
-                        format!("layer {bad} does not exist: the model has layers 0..={n}"),
-                        span,
-                        "no such layer",
-                    ));
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0401,
+                            format!("layer {bad} does not exist: the model has layers 0..={n}"),
+                            span,
+                            "no such layer",
+                        )
+                        .with_help(format!(
+                            "list layers from 0 to {n}, e.g. `layers = [0, {n}]`"
+                        )),
+                    );
                 }
             }
             ls

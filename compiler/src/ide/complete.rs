@@ -256,7 +256,7 @@ impl Analysis {
             .map(|p| ParamInfo {
                 name: p.name.to_string(),
                 rendered: p.render(),
-                default: match p.default {
+                default: match p.default_doc() {
                     ParamDefault::Value(v) => Some(v.to_string()),
                     _ => None,
                 },
@@ -606,18 +606,18 @@ impl Analysis {
                 Some(b) => block_settings(Some(b)),
             };
             let written = self.settings_written(offset);
-            for s in settings.iter().filter(|s| !written.contains(s.key)) {
-                let detail = match s.default {
+            for s in settings.iter().filter(|s| !written.contains(s.name)) {
+                let detail = match s.default_doc() {
                     ParamDefault::Required => format!("{} (required)", s.ty),
                     ParamDefault::Optional => format!("{} (optional)", s.ty),
                     ParamDefault::Value(v) => format!("{} = {v}", s.ty),
                 };
                 out.push(mk(
-                    &format!("{} =", s.key),
+                    &format!("{} =", s.name),
                     CompletionKind::Setting,
                     Some(detail),
                     Some(s.doc.to_string()),
-                    Some(format!("{} = ", s.key)),
+                    Some(format!("{} = ", s.name)),
                     0,
                 ));
             }

@@ -32,15 +32,15 @@ impl Analysis {
                     s.push_str("\n\n");
                     s.push_str(p.doc);
                 }
-                if let Some(meaning) = docs::type_name(p.ty) {
+                if let Some(meaning) = docs::type_name(&p.ty_text()) {
                     s.push_str(&format!("\n\n`{}`: {meaning}", p.ty));
                 }
-                s.push_str(&type_note(p.ty));
+                s.push_str(&type_note(&p.ty_text()));
                 s
             }
             Site::Setting { block, key } => {
                 let (table, what) = settings_of(*block);
-                match table.iter().find(|s| s.key == key) {
+                match table.iter().find(|s| s.name == key) {
                     Some(sd) => setting_doc(sd, what),
                     None if *block == Some(None) => format!(
                         "{}\n\nA metric of this eval block, reported as `{key}`.",
@@ -231,12 +231,12 @@ pub fn block_settings(block: Option<Option<BlockKind>>) -> &'static [SettingDoc]
 }
 
 fn setting_doc(sd: &SettingDoc, what: &str) -> String {
-    let head = match sd.default {
-        ParamDefault::Required => format!("({what} setting) {}: {}  (required)", sd.key, sd.ty),
-        ParamDefault::Optional => format!("({what} setting) {}: {}  (optional)", sd.key, sd.ty),
-        ParamDefault::Value(v) => format!("({what} setting) {}: {} = {v}", sd.key, sd.ty),
+    let head = match sd.default_doc() {
+        ParamDefault::Required => format!("({what} setting) {}: {}  (required)", sd.name, sd.ty),
+        ParamDefault::Optional => format!("({what} setting) {}: {}  (optional)", sd.name, sd.ty),
+        ParamDefault::Value(v) => format!("({what} setting) {}: {} = {v}", sd.name, sd.ty),
     };
-    format!("{}\n\n{}{}", code(&head), sd.doc, type_note(sd.ty))
+    format!("{}\n\n{}{}", code(&head), sd.doc, type_note(&sd.ty_text()))
 }
 
 pub fn builtin_doc(b: &BuiltinDoc) -> String {

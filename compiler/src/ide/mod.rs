@@ -580,123 +580,31 @@ impl Analysis {
         out
     }
 
-    /// The record fields of the dataset declared by `sym`, when they can be known.
+    /// The record fields of the dataset declared by `sym`, as the checker knows them (its
+    /// [`crate::check::Facts`]: a task's fields, a JSONL file's mapped or shared keys, fields a
+    /// transform adds).
     pub fn data_fields(&self, fs: &dyn FileSystem, sym: SymId) -> Option<BTreeSet<String>> {
         let s = self.symbol(sym)?;
         if s.kind != SymbolKind::Def(DefKind::Data) || s.file != FileId::Main {
             return None;
         }
-        let def = defs_of(&self.file.items)
+        let (_, _, facts) = crate::check::check_with_facts(&self.file, fs, &self.path, &[]);
+        facts
+            .data_fields
             .into_iter()
-            .find(|d| d.name.span == s.name_span)?;
-        self.fields_of(fs, &def.value, 0)
-    }
-
-    fn fields_of(&self, fs: &dyn FileSystem, e: &Expr, depth: usize) -> Option<BTreeSet<String>> {
-        if depth > 16 {
-            return None;
-        }
-        match &e.kind {
-            ExprKind::Name(n) => {
-                let sym = *self.scope.get(n)?;
-                let s = self.symbol(sym)?;
-                if s.file != FileId::Main || s.kind != SymbolKind::Def(DefKind::Data) {
-                    return None;
-                }
-                let def = defs_of(&self.file.items)
-                    .into_iter()
-                    .find(|d| d.name.span == s.name_span)?;
-                self.fields_of(fs, &def.value, depth + 1)
-            }
-            ExprKind::Call { callee, args } => match &callee.kind {
-                ExprKind::Name(n) if n == "task" => Some(
-                    crate::check::builtins::TASK_FIELDS
-                        .iter()
-                        .map(|s| s.to_string())
-                        .collect(),
-                ),
-                ExprKind::Name(n) if n == "jsonl" => self.jsonl_fields(fs, args),
-                ExprKind::Field { base, field } => {
-                    let mut fields = self.fields_of(fs, base, depth + 1)?;
-                    if field.name == "template" {
-                        let into = args
-                            .iter()
-                            .find(|a| a.name.as_ref().is_some_and(|n| n.name == "into"))
-                            .or_else(|| args.iter().filter(|a| a.name.is_none()).nth(1))
-                            .and_then(|a| match &a.value.kind {
-                                ExprKind::Name(n) | ExprKind::Str(n) => Some(n.clone()),
-                                _ => None,
-                            })
-                            .unwrap_or_else(|| "prompt".into());
-                        fields.insert(into);
-                    }
-                    Some(fields)
-                }
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    fn jsonl_fields(&self, fs: &dyn FileSystem, args: &[Arg]) -> Option<BTreeSet<String>> {
-        let mapped: BTreeSet<String> = args
-            .iter()
-            .filter_map(|a| a.name.as_ref().map(|n| n.name.clone()))
-            .collect();
-        if !mapped.is_empty() {
-            return Some(mapped);
-        }
-        let file = args
-            .iter()
-            .find(|a| a.name.is_none())
-            .and_then(|a| match &a.value.kind {
-                ExprKind::Str(s) => Some(s.clone()),
-                _ => None,
-            })?;
-        Some(jsonl_keys(fs, &self.path, &file)?.into_iter().collect())
+            .find(|(span, _)| *span == s.name_span)
+            .map(|(_, fields)| fields)
     }
 }
 
-/// The diagnostics `crate::compile_source` reports for this parse (syntax errors, then the
-/// checker's, sorted the same way), so a server that also indexes the text parses it once.
-/// `diagnostics_match_compile_source` keeps the two in step.
+/// The diagnostics `crate::compile_source` reports for this parse, through the same
+/// [`crate::diagnose`], so a server that also indexes the text parses it once.
 pub fn diagnostics_of(
     fs: &dyn FileSystem,
     path: &str,
     parsed: &syntax::Parsed,
 ) -> Vec<crate::Diagnostic> {
-    let mut diagnostics: Vec<crate::Diagnostic> =
-        parsed.errors.iter().map(|e| e.to_diagnostic()).collect();
-    let (_, check_diags) = crate::check::check(&parsed.file, fs, path);
-    diagnostics.extend(check_diags);
-    diagnostics.sort_by_key(|d| (d.primary.span.start, d.code.clone()));
-    diagnostics
-}
-
-/// The keys shared by the first records of a JSONL file (relative paths from the `.post` file's
-/// directory, as the checker resolves them).
-pub fn jsonl_keys(fs: &dyn FileSystem, post_path: &str, file: &str) -> Option<Vec<String>> {
-    let resolved = match post_path.rfind('/') {
-        Some(i) if !file.starts_with('/') => format!("{}/{}", &post_path[..i], file),
-        _ => file.to_string(),
-    };
-    if !fs.is_file(&resolved) {
-        return None;
-    }
-    let lines = fs.read_head(&resolved, 5).ok()?;
-    let mut keys: Option<BTreeSet<String>> = None;
-    for l in lines.iter().filter(|l| !l.trim().is_empty()) {
-        let serde_json::Value::Object(m) = serde_json::from_str::<serde_json::Value>(l).ok()?
-        else {
-            return None;
-        };
-        let ks: BTreeSet<String> = m.keys().cloned().collect();
-        keys = Some(match keys {
-            None => ks,
-            Some(prev) => prev.intersection(&ks).cloned().collect(),
-        });
-    }
-    keys.map(|k| k.into_iter().collect())
+    crate::diagnose(fs, path, parsed, &[]).1
 }
 
 /// Whether `s` can name something (`ident` of the grammar, not a reserved word).

@@ -108,13 +108,26 @@ fn settings_match_the_checker() {
             .find(|d| d.code == "E0103")
             .and_then(|d| d.help.clone())
             .unwrap_or_else(|| panic!("`{kw}`: no unknown-setting error in {:?}", c.diagnostics));
-        let keys: Vec<&str> = table.iter().map(|s| s.key).collect();
+        let keys: Vec<&str> = table.iter().map(|s| s.name).collect();
         assert_eq!(
             help,
             format!("the settings of {what} are: {}", keys.join(", ")),
             "settings of `{kw}`"
         );
     }
+    let src = "experiment e {\n  zzzzzz = 1\n}\n".to_string();
+    let c = crate::compile_source(&fs, "probe.post", src);
+    let keys: Vec<&str> = super::docs::EXPERIMENT_SETTINGS
+        .iter()
+        .map(|s| s.name)
+        .collect();
+    assert!(
+        c.diagnostics.iter().any(|d| d.code == "E0103"
+            && d.help.as_deref()
+                == Some(format!("the settings of experiment are: {}", keys.join(", ")).as_str())),
+        "experiment settings: {:?}",
+        c.diagnostics
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@ pub mod ast;
 use pest::Parser as _;
 use pest::iterators::Pair;
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
 use ast::*;
 
@@ -46,30 +46,31 @@ impl SyntaxError {
     pub fn to_diagnostic(&self) -> Diagnostic {
         match self {
             SyntaxError::Unexpected { span, message } => {
-                Diagnostic::error("E0001", "syntax error", *span, message.clone()).with_help(
+                Diagnostic::error(Code::E0001, "syntax error", *span, message.clone()).with_help(
                     "each line holds one definition (`model m = ...`), setting (`key = value`) or block (`stage name { ... }`)",
                 )
             }
             SyntaxError::TooDeep { span } => Diagnostic::error(
-                "E0004",
+                Code::E0004,
                 format!("nesting deeper than {MAX_DEPTH} levels"),
                 *span,
                 "too deeply nested",
             )
             .with_help("split the expression into named definitions"),
             SyntaxError::BadEscape { span, escape } => Diagnostic::error(
-                "E0005",
+                Code::E0005,
                 format!("invalid escape `{escape}` in a string"),
                 *span,
                 "unknown escape",
             )
             .with_help(r#"the escapes are \n \t \" \\"#),
             SyntaxError::BadNumber { span, text } => Diagnostic::error(
-                "E0006",
+                Code::E0006,
                 format!("`{text}` is not a finite number"),
                 *span,
                 "invalid number",
-            ),
+            )
+            .with_help("write a finite decimal number such as `0.5`, `3e-4` or `1000`"),
         }
     }
 }

@@ -9,6 +9,18 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+use post_graph::{BinaryOp, UnaryOp, scalar};
+
+/// What a fusion region computes: a **token** region is the argument of a token reduction (its
+/// kernel fuses the masked sum over a sequence), a **sequence** region an element-wise
+/// expression over sequences. Here, below both the region planner and the code generators, so
+/// neither imports the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegionKind {
+    Token,
+    Seq,
+}
+
 /// Index of a node in its [`Dag`].
 pub type NodeId = u32;
 
@@ -461,38 +473,53 @@ impl Dag {
     }
 }
 
-/// Scalar f32 semantics of every unary op: the constant folder and the interpreter use it.
-pub fn eval1(f: Fn1, v: f32) -> f32 {
-    match f {
-        Fn1::Neg => -v,
-        Fn1::Exp => v.exp(),
-        Fn1::Log => v.ln(),
-        Fn1::Log1p => v.ln_1p(),
-        Fn1::Sigmoid => 1.0 / (1.0 + (-v).exp()),
-        Fn1::LogSigmoid => v.min(0.0) - (-v.abs()).exp().ln_1p(),
-        Fn1::Abs => v.abs(),
-        Fn1::Sqrt => v.sqrt(),
-        Fn1::Tanh => v.tanh(),
-        Fn1::Relu => v.max(0.0),
+impl Fn1 {
+    /// The graph op this IR op implements.
+    pub fn op(self) -> UnaryOp {
+        match self {
+            Fn1::Neg => UnaryOp::Neg,
+            Fn1::Exp => UnaryOp::Exp,
+            Fn1::Log => UnaryOp::Log,
+            Fn1::Log1p => UnaryOp::Log1p,
+            Fn1::Sigmoid => UnaryOp::Sigmoid,
+            Fn1::LogSigmoid => UnaryOp::LogSigmoid,
+            Fn1::Abs => UnaryOp::Abs,
+            Fn1::Sqrt => UnaryOp::Sqrt,
+            Fn1::Tanh => UnaryOp::Tanh,
+            Fn1::Relu => UnaryOp::Relu,
+        }
     }
 }
 
-/// Scalar f32 semantics of every binary op.
-pub fn eval2(f: Fn2, a: f32, b: f32) -> f32 {
-    let flag = |c: bool| if c { 1.0 } else { 0.0 };
-    match f {
-        Fn2::Add => a + b,
-        Fn2::Sub => a - b,
-        Fn2::Mul => a * b,
-        Fn2::Div => a / b,
-        Fn2::Min => a.min(b),
-        Fn2::Max => a.max(b),
-        Fn2::Pow => (b * a.ln()).exp(),
-        Fn2::Gt => flag(a > b),
-        Fn2::Ge => flag(a >= b),
-        Fn2::Lt => flag(a < b),
-        Fn2::Le => flag(a <= b),
+impl Fn2 {
+    /// The graph op this IR op implements.
+    pub fn op(self) -> BinaryOp {
+        match self {
+            Fn2::Add => BinaryOp::Add,
+            Fn2::Sub => BinaryOp::Sub,
+            Fn2::Mul => BinaryOp::Mul,
+            Fn2::Div => BinaryOp::Div,
+            Fn2::Min => BinaryOp::Min,
+            Fn2::Max => BinaryOp::Max,
+            Fn2::Pow => BinaryOp::Pow,
+            Fn2::Gt => BinaryOp::Gt,
+            Fn2::Ge => BinaryOp::Ge,
+            Fn2::Lt => BinaryOp::Lt,
+            Fn2::Le => BinaryOp::Le,
+        }
     }
+}
+
+/// Scalar semantics of every unary op: `post_graph::scalar` in f64, rounded to f32 once (one
+/// definition for the compiler, the host evaluator and this reference; f64 then one rounding is
+/// at least as accurate as f32 libm, and the kernels are checked against it with tolerances).
+pub fn eval1(f: Fn1, v: f32) -> f32 {
+    scalar::unary(f.op(), v as f64) as f32
+}
+
+/// Scalar semantics of every binary op, through `post_graph::scalar` like [`eval1`].
+pub fn eval2(f: Fn2, a: f32, b: f32) -> f32 {
+    scalar::binary(f.op(), a as f64, b as f64) as f32
 }
 
 /// Evaluates `roots` for one element with scalar f32 math (the interpreter the JIT is tested

@@ -371,7 +371,12 @@ impl Gen<'_, '_> {
         let y = self.exp_normal(x);
         let tiny = self.splat(f32::from_bits((127 - 64) << 23));
         let scaled = self.b.ins().fmul(y, tiny);
-        self.pick(small, scaled, y)
+        let y = self.pick(small, scaled, y);
+        // Past ln(f32::MAX) the result overflows, as in libm (not the clamped maximum).
+        let hi = self.splat(88.722_84);
+        let big = self.mask(FloatCC::GreaterThan, x, hi);
+        let inf = self.splat(f32::INFINITY);
+        self.pick(big, inf, y)
     }
 
     /// `exp` for results in the normal range (x clamped to it).

@@ -12,13 +12,18 @@
 //!    `bwd`, everything else (group and batch statistics, means over sequences, scalar arithmetic)
 //!    as plain candle ops, so `loss.backward()` reaches `logp` through both.
 //!
-//! [`evaluate_unfused`] evaluates the same formula with plain candle ops only: the reference the
-//! parity tests and the benchmark compare against.
+//! [`interp`] is the one candle interpreter of `Expr`: [`evaluate_unfused`] (other dtypes and
+//! devices, fusion off, and the reference the parity tests and the benchmark compare against)
+//! and every non-fused node of a plan both run through it.
 
 mod cuda;
+pub mod interp;
 pub mod ir;
 pub mod jit;
 pub mod region;
+
+use interp::{Ctx, Val};
+pub use interp::{SlotMap, SlotTensors, evaluate_per_seq, evaluate_unfused};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,25 +39,6 @@ use crate::util::{f32_data, par_rows, threads_above};
 const FORMULA_PAR_ELEMS: usize = 1 << 21;
 use jit::JitKernel;
 use region::{CompiledRegion, Leaf, LeafSource, RegionKind};
-
-/// The tensors of one slot, as an objective reads them.
-#[derive(Debug, Clone)]
-pub struct SlotInputs {
-    /// `[B, T]` f32 log-probabilities of the trained model (differentiable).
-    pub logp: Tensor,
-    /// `[B, T]` reference-model log-probabilities, when the formula reads them.
-    pub ref_logp: Option<Tensor>,
-    /// `[B, T]` sampler log-probabilities, when the formula reads them.
-    pub old_logp: Option<Tensor>,
-    /// `[B, T]` f32, 1 on loss-carrying tokens.
-    pub mask: Tensor,
-    /// `[B]` f32 rewards, when the formula reads them.
-    pub reward: Option<Tensor>,
-    /// The rollout's `max_tokens`, when the formula reads it.
-    pub max_tokens: Option<f64>,
-    /// Completions per prompt; groups are contiguous runs of this many sequences.
-    pub group_size: usize,
-}
 
 /// Errors found while planning or compiling a formula.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +63,6 @@ enum Plan {
     Reduce {
         f: Reduce,
         arg: Box<Plan>,
-        /// The slot whose mask (token reductions) or groups (group reductions) apply.
-        slot: Option<String>,
     },
     Token {
         f: Reduce,
@@ -89,6 +73,8 @@ enum Plan {
     Seq {
         region: Arc<CompiledRegion>,
         leaves: Vec<(Leaf, Plan)>,
+        /// The slot whose groups a group reduction of the region's value uses.
+        slot: String,
     },
 }
 
@@ -105,16 +91,11 @@ fn is_leaf(e: &Expr) -> bool {
     )
 }
 
-fn first_slot(e: &Expr) -> Option<String> {
-    e.slots().into_iter().next()
-}
-
 fn plan(
     e: &Expr,
-    fuse: bool,
     regions: &mut Vec<(Arc<CompiledRegion>, String)>,
 ) -> std::result::Result<Plan, FormulaError> {
-    let mut sub = |x: &Expr| plan(x, fuse, regions).map(Box::new);
+    let mut sub = |x: &Expr| plan(x, regions).map(Box::new);
     Ok(match e {
         Expr::Const { value } => Plan::Const(*value),
         Expr::Hyper { name } => Plan::Hyper(name.clone()),
@@ -133,8 +114,8 @@ fn plan(
                 let slot = region::token_slot(arg).ok_or_else(|| {
                     FormulaError::Axis(format!("{f:?} of a value with no token input"))
                 })?;
-                if fuse && let Ok(draft) = region::lower(arg, RegionKind::Token, Some(&slot)) {
-                    let leaves = plan_leaves(&draft.leaves, fuse, regions)?;
+                if let Ok(draft) = region::lower(arg, RegionKind::Token, Some(&slot)) {
+                    let leaves = plan_leaves(&draft.leaves, regions)?;
                     let legend = legend(&draft.leaves);
                     let r = region::compile_region(draft).map_err(FormulaError::Jit)?;
                     regions.push((r.clone(), legend));
@@ -147,28 +128,33 @@ fn plan(
                 }
                 Plan::Reduce {
                     f: *f,
-                    arg: Box::new(plan(arg, fuse, regions)?),
-                    slot: Some(slot),
+                    arg: Box::new(plan(arg, regions)?),
                 }
             } else {
-                let inner = if fuse && !is_leaf(arg) {
-                    match region::lower(arg, RegionKind::Seq, None) {
-                        Ok(draft) => {
-                            let leaves = plan_leaves(&draft.leaves, fuse, regions)?;
+                let inner = if !is_leaf(arg) {
+                    match (
+                        region::lower(arg, RegionKind::Seq, None),
+                        interp::value_slot(arg),
+                    ) {
+                        (Ok(draft), Some(slot)) => {
+                            let leaves = plan_leaves(&draft.leaves, regions)?;
                             let legend = legend(&draft.leaves);
                             let r = region::compile_region(draft).map_err(FormulaError::Jit)?;
                             regions.push((r.clone(), legend));
-                            Plan::Seq { region: r, leaves }
+                            Plan::Seq {
+                                region: r,
+                                leaves,
+                                slot,
+                            }
                         }
-                        Err(_) => plan(arg, fuse, regions)?,
+                        _ => plan(arg, regions)?,
                     }
                 } else {
-                    plan(arg, fuse, regions)?
+                    plan(arg, regions)?
                 };
                 Plan::Reduce {
                     f: *f,
                     arg: Box::new(inner),
-                    slot: first_slot(arg),
                 }
             }
         }
@@ -204,7 +190,6 @@ fn legend(leaves: &[Leaf]) -> String {
 
 fn plan_leaves(
     leaves: &[Leaf],
-    fuse: bool,
     regions: &mut Vec<(Arc<CompiledRegion>, String)>,
 ) -> std::result::Result<Vec<(Leaf, Plan)>, FormulaError> {
     leaves
@@ -213,7 +198,7 @@ fn plan_leaves(
             let p = match &l.source {
                 LeafSource::Input(q, s) => Plan::Input(*q, s.clone()),
                 LeafSource::Hyper(h) => Plan::Hyper(h.clone()),
-                LeafSource::Sub(e) => plan(e, fuse, regions)?,
+                LeafSource::Sub(e) => plan(e, regions)?,
             };
             Ok((l.clone(), p))
         })
@@ -242,7 +227,7 @@ impl FusedLoss {
     pub fn new(loss: &Expr) -> std::result::Result<FusedLoss, FormulaError> {
         check_scalar(loss)?;
         let mut regions = Vec::new();
-        let plan = plan(loss, true, &mut regions)?;
+        let plan = plan(loss, &mut regions)?;
         Ok(FusedLoss {
             loss: loss.clone(),
             plan,
@@ -250,17 +235,29 @@ impl FusedLoss {
         })
     }
 
-    /// The scalar loss, differentiable with respect to every slot's `logp`.
-    pub fn evaluate(
-        &self,
-        slots: &BTreeMap<String, SlotInputs>,
-        hypers: &BTreeMap<String, f64>,
-    ) -> Result<Tensor> {
-        let ctx = Ctx { slots, hypers };
-        if !device(&ctx).is_cpu() {
-            return evaluate_unfused(&self.loss, slots, hypers);
+    /// The scalar loss, differentiable with respect to every slot's `logp`. The one fallback
+    /// decision: the fused kernels run on f32 CPU tensors; any other dtype or device takes the
+    /// candle interpreter ([`evaluate_unfused`]), with the same value and gradient.
+    pub fn evaluate(&self, slots: &SlotMap, hypers: &BTreeMap<String, f64>) -> Result<Tensor> {
+        let ctx = Ctx::new(slots, hypers)?;
+        if !Self::runs_fused(slots) {
+            return ctx.scalar_result(ctx.eval(&self.loss)?);
         }
-        eval(&self.plan, &ctx)?.t.reshape(())
+        ctx.scalar_result(eval(&self.plan, &ctx)?)
+    }
+
+    /// Whether [`FusedLoss::evaluate`] runs the fused kernels on these slots (f32 on the CPU)
+    /// rather than the candle interpreter.
+    pub fn runs_fused(slots: &SlotMap) -> bool {
+        slots
+            .values()
+            .next()
+            .is_some_and(|s| s.logp.dtype() == DType::F32 && s.logp.device().is_cpu())
+    }
+
+    /// The formula this plan was made from.
+    pub fn loss(&self) -> &Expr {
+        &self.loss
     }
 
     /// Number of fused regions (kernel pairs) in the plan.
@@ -301,19 +298,6 @@ fn comment(text: &str) -> String {
     text.lines().map(|l| format!("// {l}\n")).collect()
 }
 
-/// The loss evaluated with plain candle ops only (no fusion): the reference for parity tests and
-/// the "unfused" side of the benchmark.
-pub fn evaluate_unfused(
-    loss: &Expr,
-    slots: &BTreeMap<String, SlotInputs>,
-    hypers: &BTreeMap<String, f64>,
-) -> Result<Tensor> {
-    check_scalar(loss).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    let p =
-        plan(loss, false, &mut Vec::new()).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-    eval(&p, &Ctx { slots, hypers })?.t.reshape(())
-}
-
 /// The generated CUDA C and readable Cranelift IR of every objective in `graph`
 /// (`post compile --emit kernels`).
 pub fn emit_kernels(graph: &Graph) -> String {
@@ -347,209 +331,9 @@ pub fn emit_kernels(graph: &Graph) -> String {
 // ---------------------------------------------------------------------------------------------
 // Evaluation
 
-struct Ctx<'a> {
-    slots: &'a BTreeMap<String, SlotInputs>,
-    hypers: &'a BTreeMap<String, f64>,
-}
-
-#[derive(Clone)]
-struct Val {
-    t: Tensor,
-    axis: Axis,
-}
-
-impl Ctx<'_> {
-    fn slot(&self, name: &str) -> Result<&SlotInputs> {
-        match self.slots.get(name) {
-            Some(s) => Ok(s),
-            None => bail!("the formula reads slot `{name}`, which has no tensors"),
-        }
-    }
-}
-
-fn token_tensor(s: &SlotInputs, t: &Tensor, what: &str, slot: &str) -> Result<Tensor> {
-    if t.dims() != s.mask.dims() || t.rank() != 2 {
-        bail!(
-            "slot `{slot}`: {what} has shape {:?}, expected the mask's {:?} ([sequences, tokens])",
-            t.dims(),
-            s.mask.dims()
-        )
-    }
-    t.to_dtype(DType::F32)
-}
-
-/// An input quantity. With `clean`, log-probabilities read as 0 where the mask is 0; fused token
-/// regions skip that pass because their kernels apply the same select to each element.
-fn input(ctx: &Ctx, q: Quantity, slot: &str, clean_padding: bool) -> Result<Val> {
-    let s = ctx.slot(slot)?;
-    let missing = |what: &str| {
-        candle_core::Error::Msg(format!(
-            "the formula reads `{what}` of slot `{slot}`, which was not provided"
-        ))
-    };
-    let b = s.mask.dim(0)?;
-    // Log-probabilities read as 0 where the mask is 0 (padding may hold NaN or -inf).
-    let clean = |t: Tensor| -> Result<Tensor> {
-        if !clean_padding {
-            return Ok(t);
-        }
-        let keep = s.mask.to_dtype(DType::F32)?.detach().gt(0.0)?;
-        keep.where_cond(&t, &t.zeros_like()?)
-    };
-    let (t, axis) = match q {
-        Quantity::Logp => (clean(token_tensor(s, &s.logp, "logp", slot)?)?, Axis::Token),
-        Quantity::RefLogp => (
-            clean(
-                token_tensor(
-                    s,
-                    s.ref_logp.as_ref().ok_or_else(|| missing("ref_logp"))?,
-                    "ref_logp",
-                    slot,
-                )?
-                .detach(),
-            )?,
-            Axis::Token,
-        ),
-        Quantity::OldLogp => (
-            clean(
-                token_tensor(
-                    s,
-                    s.old_logp.as_ref().ok_or_else(|| missing("old_logp"))?,
-                    "old_logp",
-                    slot,
-                )?
-                .detach(),
-            )?,
-            Axis::Token,
-        ),
-        Quantity::Mask => (
-            token_tensor(s, &s.mask, "mask", slot)?.detach(),
-            Axis::Token,
-        ),
-        Quantity::Reward => {
-            let r = s.reward.as_ref().ok_or_else(|| missing("reward"))?;
-            if r.dims() != [b] {
-                bail!(
-                    "slot `{slot}`: reward has shape {:?}, expected [{b}]",
-                    r.dims()
-                )
-            }
-            (r.to_dtype(DType::F32)?.detach(), Axis::Seq)
-        }
-        Quantity::Length => (s.mask.to_dtype(DType::F32)?.sum(1)?.detach(), Axis::Seq),
-        Quantity::MaxTokens => {
-            let m = s.max_tokens.ok_or_else(|| missing("max_tokens"))?;
-            (Tensor::new(m as f32, s.mask.device())?, Axis::Scalar)
-        }
-        Quantity::NumSeqs => (Tensor::new(b as f32, s.mask.device())?, Axis::Scalar),
-    };
-    Ok(Val { t, axis })
-}
-
-/// Brings values to a common axis and shape (sequence values become `[B, 1]` next to tokens).
-fn common(vals: &[&Val]) -> Result<(Vec<Tensor>, Axis)> {
-    let axis = vals.iter().map(|v| v.axis).max().unwrap_or(Axis::Scalar);
-    let target = vals
-        .iter()
-        .find(|v| v.axis == axis)
-        .map(|v| v.t.dims().to_vec())
-        .unwrap_or_default();
-    let out = vals
-        .iter()
-        .map(|v| {
-            let t = if v.axis == Axis::Seq && axis == Axis::Token {
-                v.t.unsqueeze(1)?
-            } else {
-                v.t.clone()
-            };
-            t.broadcast_as(target.as_slice())
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((out, axis))
-}
-
-fn unary(f: UnaryOp, x: &Tensor) -> Result<Tensor> {
-    match f {
-        UnaryOp::Neg => x.neg(),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.log(),
-        UnaryOp::Log1p => (x + 1.0)?.log(),
-        UnaryOp::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip(),
-        UnaryOp::LogSigmoid => {
-            let m = x.minimum(0.0)?;
-            m - (x.abs()?.neg()?.exp()? + 1.0)?.log()?
-        }
-        UnaryOp::Relu => x.relu(),
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Square => x.sqr(),
-        UnaryOp::Tanh => x.tanh(),
-    }
-}
-
-fn binary(f: BinaryOp, a: &Tensor, b: &Tensor, rhs_const: Option<f64>) -> Result<Tensor> {
-    let flag = |t: Tensor| t.to_dtype(DType::F32);
-    match f {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-        BinaryOp::Pow => match rhs_const {
-            Some(c) => a.powf(c),
-            None => (b * a.log()?)?.exp(),
-        },
-        // candle splits the gradient evenly at a tie, as the fused kernels do.
-        BinaryOp::Min => a.minimum(b),
-        BinaryOp::Max => a.maximum(b),
-        BinaryOp::Gt => flag(a.gt(b)?),
-        BinaryOp::Ge => flag(a.ge(b)?),
-        BinaryOp::Lt => flag(a.lt(b)?),
-        BinaryOp::Le => flag(a.le(b)?),
-    }
-}
-
-fn group_shape(n: usize, group: usize) -> Result<(usize, usize)> {
-    if group == 0 || !n.is_multiple_of(group) {
-        bail!("{n} sequences do not split into groups of {group}")
-    }
-    Ok((n / group, group))
-}
-
-/// Mean and sample standard deviation over contiguous groups, broadcast back to `[B]`.
-fn group_reduce(x: &Tensor, group: usize, std: bool) -> Result<Tensor> {
-    let n = x.dim(0)?;
-    let (g, k) = group_shape(n, group)?;
-    let xs = x.reshape((g, k))?;
-    let mean = xs.mean_keepdim(1)?.broadcast_as((g, k))?;
-    if !std {
-        return mean.reshape(n);
-    }
-    if k < 2 {
-        return x.zeros_like();
-    }
-    let d = (xs - mean)?;
-    (d.sqr()?.sum_keepdim(1)? / (k - 1) as f64)?
-        .sqrt()?
-        .broadcast_as((g, k))?
-        .reshape(n)
-}
-
 /// A token count to divide by: counts of 0 become 1, so an empty mean is 0, not NaN.
 fn safe_count(count: &Tensor) -> Result<Tensor> {
     count.gt(0.0)?.where_cond(count, &count.ones_like()?)
-}
-
-fn token_reduce(f: Reduce, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let m = mask.to_dtype(DType::F32)?.detach();
-    // `mask > 0 ? x * mask : 0`: NaN or inf in padding never reaches the sum.
-    let xm = m.gt(0.0)?.where_cond(&(x * &m)?, &x.zeros_like()?)?;
-    match f {
-        Reduce::SumTokens => xm.sum(1),
-        Reduce::MeanTokens => xm.sum(1)? / safe_count(&m.sum(1)?)?,
-        Reduce::SumAllTokens => xm.sum_all(),
-        Reduce::MeanAllTokens => xm.sum_all()? / safe_count(&m.sum_all()?)?,
-        _ => bail!("{f:?} is not a token reduction"),
-    }
 }
 
 /// Finishes a fused token reduction from the per-sequence masked sums.
@@ -564,89 +348,26 @@ fn finish_token(f: Reduce, sums: Tensor, mask: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Runs a plan: fused regions as CustomOps, every other node through the candle interpreter's
+/// own operations ([`interp`]), so the fused and unfused paths share every tensor semantic.
 fn eval(p: &Plan, ctx: &Ctx) -> Result<Val> {
     Ok(match p {
-        Plan::Const(v) => Val {
-            t: Tensor::new(*v as f32, &device(ctx))?,
-            axis: Axis::Scalar,
-        },
-        Plan::Hyper(h) => {
-            let Some(v) = ctx.hypers.get(h) else {
-                bail!("hyperparameter `{h}` has no value")
-            };
-            Val {
-                t: Tensor::new(*v as f32, &device(ctx))?,
-                axis: Axis::Scalar,
-            }
-        }
-        Plan::Input(q, s) => input(ctx, *q, s, true)?,
-        Plan::Unary(f, a) => {
-            let a = eval(a, ctx)?;
-            Val {
-                t: unary(*f, &a.t)?,
-                axis: a.axis,
-            }
-        }
+        Plan::Const(v) => Val::Num(*v),
+        Plan::Hyper(h) => Val::Num(ctx.hyper(h)?),
+        Plan::Input(q, s) => ctx.input(*q, s, true)?,
+        Plan::Unary(f, a) => interp::unary_val(*f, eval(a, ctx)?)?,
         Plan::Binary(f, a, b) => {
-            let rhs_const = match **b {
-                Plan::Const(c) => Some(c),
-                _ => None,
-            };
             let (a, b) = (eval(a, ctx)?, eval(b, ctx)?);
-            let (ts, axis) = common(&[&a, &b])?;
-            Val {
-                t: binary(*f, &ts[0], &ts[1], rhs_const)?,
-                axis,
-            }
+            ctx.binary(*f, a, b)?
         }
         Plan::Where(c, a, b) => {
             let (c, a, b) = (eval(c, ctx)?, eval(a, ctx)?, eval(b, ctx)?);
-            let (ts, axis) = common(&[&c, &a, &b])?;
-            Val {
-                t: ts[0].gt(0.0)?.where_cond(&ts[1], &ts[2])?,
-                axis,
-            }
+            ctx.where_(c, a, b)?
         }
-        Plan::Detach(a) => {
-            let a = eval(a, ctx)?;
-            Val {
-                t: a.t.detach(),
-                axis: a.axis,
-            }
-        }
-        Plan::Reduce { f, arg, slot } => {
+        Plan::Detach(a) => interp::detach_val(eval(a, ctx)?),
+        Plan::Reduce { f, arg } => {
             let a = eval(arg, ctx)?;
-            let (want, produced) = f.signature();
-            if a.axis != want {
-                bail!(
-                    "{f:?} expects a {want}-level value, found a {}-level one",
-                    a.axis
-                )
-            }
-            let group = |s: &Option<String>| -> Result<usize> {
-                match s {
-                    Some(s) => Ok(ctx.slot(s)?.group_size),
-                    None => Ok(1),
-                }
-            };
-            let t = match f {
-                Reduce::SumTokens
-                | Reduce::MeanTokens
-                | Reduce::SumAllTokens
-                | Reduce::MeanAllTokens => {
-                    let Some(s) = slot else {
-                        bail!("{f:?} without a token slot")
-                    };
-                    token_reduce(*f, &a.t, &ctx.slot(s)?.mask)?
-                }
-                Reduce::GroupMean => group_reduce(&a.t, group(slot)?, false)?,
-                Reduce::GroupStd => group_reduce(&a.t, group(slot)?, true)?,
-                Reduce::BatchMean => group_reduce(&a.t, a.t.dim(0)?, false)?,
-                Reduce::BatchStd => group_reduce(&a.t, a.t.dim(0)?, true)?,
-                Reduce::MeanSeqs => a.t.mean_all()?,
-                Reduce::SumSeqs => a.t.sum_all()?,
-            };
-            Val { t, axis: produced }
+            ctx.reduce(*f, a)?
         }
         Plan::Token {
             f,
@@ -668,12 +389,20 @@ fn eval(p: &Plan, ctx: &Ctx) -> Result<Val> {
                 Some(arg) if region.bwd.is_some() => arg.apply_op1(op)?,
                 _ => op.cols[0].clone().apply_op1_no_bwd(&op)?,
             };
-            Val {
-                t: finish_token(*f, sums, mask)?,
-                axis: f.signature().1,
+            let t = finish_token(*f, sums, mask)?;
+            match f.signature().1 {
+                Axis::Seq => Val::Seq {
+                    t,
+                    slot: slot.clone(),
+                },
+                _ => Val::Scalar(t),
             }
         }
-        Plan::Seq { region, leaves } => {
+        Plan::Seq {
+            region,
+            leaves,
+            slot,
+        } => {
             let (cols, uni, diff) = bind(region, leaves, ctx, 1)?;
             let n = cols[0].dim(0)?;
             let op = RegionOp {
@@ -687,17 +416,12 @@ fn eval(p: &Plan, ctx: &Ctx) -> Result<Val> {
                 Some(arg) if region.bwd.is_some() => arg.apply_op1(op)?,
                 _ => op.cols[0].clone().apply_op1_no_bwd(&op)?,
             };
-            Val { t, axis: Axis::Seq }
+            Val::Seq {
+                t,
+                slot: slot.clone(),
+            }
         }
     })
-}
-
-fn device(ctx: &Ctx) -> candle_core::Device {
-    ctx.slots
-        .values()
-        .next()
-        .map(|s| s.mask.device().clone())
-        .unwrap_or(candle_core::Device::Cpu)
 }
 
 /// Evaluates a region's leaves: the columns (detached, contiguous f32), the uniform table
@@ -716,25 +440,32 @@ fn bind(
     for (leaf, p) in leaves {
         let v = match p {
             Plan::Input(q, s) if region.kind == RegionKind::Token && leaf.col.is_some() => {
-                input(ctx, *q, s, false)?
+                ctx.input(*q, s, false)?
             }
             _ => eval(p, ctx)?,
         };
         if let Some(c) = leaf.col {
-            let t = v.t.to_dtype(DType::F32)?;
+            let t = match v {
+                Val::Seq { t, .. } | Val::Token { t, .. } => t.to_dtype(DType::F32)?,
+                _ => bail!("a fused region column got a scalar value"),
+            };
             cols[c as usize] = Some(t.detach().contiguous()?);
             live[c as usize] = Some(t);
         } else if let Some(u) = leaf.uni {
             let u = u as usize;
-            match v.axis {
-                Axis::Scalar => {
-                    let x = v.t.to_dtype(DType::F32)?.reshape(())?.to_scalar::<f32>()?;
+            let scalar = match &v {
+                Val::Num(x) => Some(*x as f32),
+                Val::Scalar(t) => Some(t.to_dtype(DType::F32)?.reshape(())?.to_scalar::<f32>()?),
+                _ => None,
+            };
+            match (scalar, v) {
+                (Some(x), _) => {
                     for r in 0..rows {
                         uni[r * nu + u] = x;
                     }
                 }
-                _ => {
-                    let xs = v.t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                (None, Val::Seq { t, .. }) => {
+                    let xs = t.to_dtype(DType::F32)?.to_vec1::<f32>()?;
                     if xs.len() != rows {
                         bail!(
                             "a sequence-level value has {} entries for {rows} sequences",
@@ -745,6 +476,7 @@ fn bind(
                         uni[r * nu + u] = x;
                     }
                 }
+                (None, _) => bail!("a fused region uniform got a per-token value"),
             }
         }
     }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use post_graph::{Axis, BinaryOp, Expr, Quantity, UnaryOp};
 
 use super::cuda;
+pub use super::ir::RegionKind;
 use super::ir::{Dag, Fn1, Fn2, NodeId};
 use super::jit::{JitKernel, KernelSpec, compile};
 
@@ -39,12 +40,6 @@ pub struct Leaf {
     pub uni: Option<u32>,
     /// Reaches the trained model's log-probabilities outside any `detach`.
     pub differentiable: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RegionKind {
-    Token,
-    Seq,
 }
 
 /// A region before compilation: its DAG, root and leaves.

@@ -9,47 +9,15 @@ mod batch;
 mod jsonl;
 mod transform;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use post_graph::{DataNode, DataSource, RExpr};
-use serde::{Deserialize, Serialize};
 
 pub use batch::{Batcher, BatcherState};
 pub use jsonl::load_jsonl;
 pub use transform::apply_transforms;
 
-/// One example: named text fields (`prompt`, `solution`, `answer`, `chosen`, ...).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    fields: BTreeMap<String, String>,
-}
-
-impl Record {
-    pub fn new(fields: BTreeMap<String, String>) -> Self {
-        Record { fields }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.get(name).map(String::as_str)
-    }
-
-    pub fn insert(&mut self, name: &str, value: String) {
-        self.fields.insert(name.to_string(), value);
-    }
-
-    pub fn fields(&self) -> &BTreeMap<String, String> {
-        &self.fields
-    }
-
-    /// The field, or an error naming it and the fields that exist.
-    pub fn require(&self, name: &str) -> Result<&str, DataError> {
-        self.get(name).ok_or_else(|| DataError::MissingField {
-            field: name.to_string(),
-            available: self.fields.keys().cloned().collect(),
-        })
-    }
-}
+pub use crate::record::{MissingField, Record};
 
 /// A loaded, transformed dataset.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,11 +41,8 @@ pub enum DataError {
         file: String,
         source: std::io::Error,
     },
-    #[error("record has no field `{field}` (fields: {})", available.join(", "))]
-    MissingField {
-        field: String,
-        available: Vec<String>,
-    },
+    #[error(transparent)]
+    MissingField(#[from] MissingField),
     #[error("dataset `{dataset}`: {message}")]
     Dataset { dataset: String, message: String },
     #[error(transparent)]

@@ -5,7 +5,7 @@
 //! not). Optional q/k/v biases ([`ModelOptions::attention_bias`], Qwen2).
 //!
 //! Every op used here records a backward pass. candle's fused `rms_norm`, `softmax_last_dim`,
-//! `rotary_emb::*` and `RmsNorm::forward` do not (see `/work/shared/stack-notes.md`), so the
+//! `rotary_emb::*` and `RmsNorm::forward` do not (they define no backward), so the
 //! reference path composes them from basic ops; a test checks that every parameter receives a
 //! gradient. With fusion on ([`crate::fusion`]) and an f32 model, RMSNorm and the attention
 //! softmax use the differentiable CustomOps of `post_kernels::ops`, and so does RoPE in the
@@ -88,6 +88,9 @@ pub fn validate_config(cfg: &ModelConfig) -> std::result::Result<(), String> {
             "model config: rope_theta {} must be positive",
             cfg.rope_theta
         ));
+    }
+    if cfg.sliding_window == Some(0) {
+        return Err("model config: sliding_window must be positive".into());
     }
     if !(cfg.rms_norm_eps.is_finite() && cfg.rms_norm_eps >= 0.0) {
         return Err(format!(
@@ -583,7 +586,14 @@ impl Transformer {
         let (_, t) = ids.dims2()?;
         self.check_len(t)?;
         let kernels = self.kernels();
-        let mask = causal_mask(t, 0, &[0], self.dtype(), self.device())?;
+        let mask = causal_mask(
+            t,
+            0,
+            &[0],
+            self.cfg.sliding_window,
+            self.dtype(),
+            self.device(),
+        )?;
         if kernels.fused {
             // The tables repeat the frequencies over both halves; the kernel takes one half.
             let half = self.cos.dim(1)? / 2;
@@ -674,7 +684,14 @@ impl Transformer {
         let hd = self.cfg.hidden_size / self.cfg.num_heads;
         let cos = self.cos.index_select(&pos, 0)?.reshape((b, 1, s, hd))?;
         let sin = self.sin.index_select(&pos, 0)?.reshape((b, 1, s, hd))?;
-        let mask = causal_mask(s, start, &cache.left_pad, self.dtype(), self.device())?;
+        let mask = causal_mask(
+            s,
+            start,
+            &cache.left_pad,
+            self.cfg.sliding_window,
+            self.dtype(),
+            self.device(),
+        )?;
         let out = self.run_blocks(
             ids,
             RopeTables::Full(&cos, &sin),
@@ -744,13 +761,18 @@ impl Transformer {
 
 /// Additive mask [b', 1, 1, t, start + t] (b' = 1 when there is no padding): query i (absolute
 /// column start + i) may see key column j iff j <= start + i and j >= left_pad of its row.
+/// Additive mask [rows, 1, 1, t, start + t]: query column `start + i` sees key column `j` when
+/// `j <= start + i`, `j` is not padding, and (with a sliding window `w`) `start + i - j < w`.
+/// Padding is a contiguous run on the left, so column distances equal position distances.
 fn causal_mask(
     t: usize,
     start: usize,
     left_pad: &[usize],
+    window: Option<usize>,
     dtype: DType,
     device: &Device,
 ) -> Result<Tensor> {
+    let window = window.unwrap_or(usize::MAX);
     let s = start + t;
     let rows: &[usize] = if left_pad.iter().all(|&p| p == 0) {
         &[0]
@@ -761,7 +783,7 @@ fn causal_mask(
     for &p in rows {
         for i in 0..t {
             for j in 0..s {
-                let ok = j <= start + i && j >= p;
+                let ok = j <= start + i && j >= p && start + i - j < window;
                 m.push(if ok { 0f32 } else { MASKED as f32 });
             }
         }

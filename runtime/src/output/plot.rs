@@ -1,9 +1,12 @@
-//! Training curves as a hand-written SVG: the loss per step on top, each eval metric below,
-//! both against the global step. No plotting dependency; any browser opens the file.
+//! Training curves as SVG, drawn with `plotters` (SVG backend only, no system fonts): the loss
+//! per step on top, each eval metric below, both against the global step, with round tick
+//! values, labelled axes and a legend. Any browser opens the file.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
 use super::{StepRecord, write_atomic};
 
@@ -13,8 +16,13 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 28.0;
 const BOTTOM: f64 = 36.0;
-const COLORS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+const COLORS: [RGBColor; 6] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x8c, 0x56, 0x4b),
 ];
 
 type Series = BTreeMap<String, Vec<(f64, f64)>>;
@@ -61,120 +69,119 @@ pub fn render_series(title: &str, panel_name: &str, series: &Series) -> String {
 }
 
 fn document(title: &str, panels: &[(&str, &Series)], x_max: f64) -> String {
-    let height = TOP + PANEL_H * panels.len().max(1) as f64;
+    let height = (TOP + PANEL_H * panels.len().max(1) as f64) as u32;
     let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        svg,
-        r#"<text x="{LEFT}" y="18" font-size="14" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
-    for (i, (name, series)) in panels.iter().enumerate() {
-        panel(&mut svg, TOP + PANEL_H * i as f64, name, series, x_max);
+    {
+        let root = SVGBackend::with_string(&mut svg, (W as u32, height)).into_drawing_area();
+        // Drawing into a String cannot fail for I/O reasons; a plotting error leaves a partial
+        // picture rather than failing the run.
+        let _ = draw(&root, title, panels, x_max);
+        let _ = root.present();
     }
-    svg.push_str("</svg>\n");
     svg
 }
 
-fn panel(svg: &mut String, y0: f64, name: &str, series: &Series, x_max: f64) {
-    let (plot_w, plot_h) = (W - LEFT - RIGHT, PANEL_H - BOTTOM - 12.0);
-    let top = y0 + 12.0;
+fn draw(
+    root: &DrawingArea<SVGBackend, Shift>,
+    title: &str,
+    panels: &[(&str, &Series)],
+    x_max: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 16).into_font().style(FontStyle::Bold))?;
+    let areas = root.split_evenly((panels.len().max(1), 1));
+    for ((name, series), area) in panels.iter().zip(&areas) {
+        panel(area, name, series, x_max)?;
+    }
+    Ok(())
+}
+
+fn panel(
+    area: &DrawingArea<SVGBackend, Shift>,
+    name: &str,
+    series: &Series,
+    x_max: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let vals = series.values().flatten().map(|p| p.1);
     let (mut lo, mut hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
     });
+    if !lo.is_finite() || !hi.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
     if (hi - lo).abs() < 1e-12 {
         lo -= 0.5;
         hi += 0.5;
     }
     let pad = (hi - lo) * 0.05;
     let (lo, hi) = (lo - pad, hi + pad);
-    let px = |x: f64| LEFT + plot_w * x / x_max;
-    let py = |y: f64| top + plot_h * (1.0 - (y - lo) / (hi - lo));
-    let _ = writeln!(
-        svg,
-        r##"<rect x="{LEFT}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>"##
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">{name}</text>"#,
-        LEFT + plot_w / 2.0,
-        top - 2.0
-    );
-    for k in 0..=4 {
-        let v = lo + (hi - lo) * k as f64 / 4.0;
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{}" y1="{y}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
-            LEFT - 4.0,
-            py(v) + 4.0,
-            fmt_num(v),
-            y = py(v)
-        );
-        let s = x_max * k as f64 / 4.0;
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-            px(s),
-            top + plot_h + 14.0,
-            s.round()
-        );
-    }
-    let _ = writeln!(
-        svg,
-        r#"<text x="{}" y="{}" text-anchor="middle">step</text>"#,
-        LEFT + plot_w / 2.0,
-        top + plot_h + 28.0
-    );
+    let mut chart = ChartBuilder::on(area)
+        .caption(name, ("sans-serif", 13))
+        .margin(8)
+        .margin_right(RIGHT as u32 / 6)
+        .x_label_area_size(BOTTOM as u32)
+        .y_label_area_size(LEFT as u32)
+        .build_cartesian_2d(0f64..x_max, lo..hi)?;
+    chart
+        .configure_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(221, 221, 221))
+        .x_desc("step")
+        .y_desc(if name == "training loss" {
+            "loss"
+        } else {
+            "value"
+        })
+        .x_labels(8)
+        .y_labels(6)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| fmt_num(*y))
+        .label_style(("sans-serif", 11))
+        .draw()?;
     for (i, (label, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<String> = pts
-            .iter()
-            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
-            .collect();
-        let _ = writeln!(
-            svg,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            points.join(" ")
-        );
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
         if pts.len() <= 40 {
-            for p in &points {
-                let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-                let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="2.5" fill="{color}"/>"#);
-            }
+            chart.draw_series(
+                pts.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 2, color.filled())),
+            )?;
         }
-        let ly = top + 14.0 + 16.0 * i as f64;
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            W - RIGHT + 10.0,
-            W - RIGHT + 26.0,
-            W - RIGHT + 30.0,
-            ly + 4.0,
-            escape(label)
-        );
     }
+    // The legend goes where the curves end lower (a falling loss: top right; a rising
+    // accuracy: bottom right), so it rarely covers them.
+    let ends_high = series
+        .values()
+        .filter_map(|p| p.last())
+        .any(|&(_, y)| y > (lo + hi) / 2.0);
+    chart
+        .configure_series_labels()
+        .position(if ends_high {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(170, 170, 170))
+        .label_font(("sans-serif", 11))
+        .draw()?;
+    Ok(())
 }
 
+/// A tick label: as few digits as the tick step needs (plotters picks round tick values).
 fn fmt_num(v: f64) -> String {
-    if v.abs() >= 100.0 {
+    let s = if v.abs() >= 100.0 {
         format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.2}")
     } else {
-        format!("{v:.3}")
-    }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+        let t = format!("{v:.4}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if s == "-0" { "0".into() } else { s }
 }
 
 #[cfg(test)]
@@ -195,6 +202,38 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("training loss") && svg.contains("accuracy"));
         assert!(svg.contains("run &lt;x&gt;"));
-        assert_eq!(svg.matches("<polyline").count(), 2);
+        // One line per panel, and its legend mark (the axes and grid are other colours).
+        assert_eq!(
+            svg.matches(r##"<polyline fill="none" opacity="1" stroke="#1F77B4""##)
+                .count(),
+            4
+        );
+        assert!(svg.contains("\nstep\n"), "the x axis is labelled");
+    }
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        assert_eq!(fmt_num(0.2), "0.2");
+        assert_eq!(fmt_num(-0.0), "0");
+        assert_eq!(fmt_num(250.0), "250");
+        let rs: Vec<StepRecord> = (0..=30)
+            .map(|i| StepRecord {
+                step: i * 10,
+                loss: Some(2.0 / (1.0 + i as f64)),
+                eval: BTreeMap::from([("accuracy".to_string(), 0.94 * i as f64 / 30.0)]),
+                ..StepRecord::default()
+            })
+            .collect();
+        let svg = render("curves", &rs);
+        if let Ok(p) = std::env::var("POST_PLOT_SAMPLE") {
+            std::fs::write(p, &svg).unwrap();
+        }
+        // The accuracy axis ticks at round values (0.2, 0.4, ...), not at fractions of the span.
+        let ticks: Vec<&str> = svg.lines().filter(|l| l.parse::<f64>().is_ok()).collect();
+        assert!(
+            ticks.contains(&"0.4") && ticks.contains(&"0.8"),
+            "{ticks:?}"
+        );
+        assert!(ticks.iter().all(|t| t.len() <= 4), "{ticks:?}");
     }
 }

@@ -1,9 +1,11 @@
-//! Rollouts: grouped sampling and BREAD's branched rollouts, and the slot tensors built from them.
+//! Rollouts: grouped sampling and BREAD's branched rollouts. This module owns what is sampled
+//! and how it is scored; it returns data ([`RolloutBatch`]) and never builds tensors or calls
+//! the executor (`crate::exec` turns a batch into an objective's slot tensors).
 //!
 //! [`RolloutState::run`] samples one group of `n` completions per record for a lowered
-//! [`Rollout`] and scores them; [`slot_tensors`] turns the resulting [`RolloutBatch`] into the
-//! [`SlotTensors`] an objective reads. The state persists across steps (and in checkpoints): it
-//! holds BREAD's per-problem prefix memory and the expert-token accounting.
+//! [`Rollout`] and scores them with the rewards resolved beforehand ([`Scoring`]). The state
+//! persists across steps (and in checkpoints): it holds BREAD's per-problem prefix memory and
+//! the expert-token accounting.
 //!
 //! BREAD ([`Rollout::Branched`]), per group:
 //! 1. sample `n` completions from the prompt; if any succeeds (the rollout's reward is above
@@ -23,10 +25,7 @@
 //!    first `ceil(n/2)` successes and fills the group with failures of the longest failing
 //!    probe (or of the original rollouts), `original` fills it with the original failed
 //!    rollouts: groups with mixed contexts, whose advantage pushes up the anchored successes
-//!    and down what the model wrote elsewhere. Measured on `chain` (README): the mixed groups
-//!    push down failures whose later tokens are mostly right (the arithmetic the anchored
-//!    successes need), and at lr >= 2e-4 the `boundary` runs lost even the last step within 25
-//!    RL steps, while `none` moved the frontier; hence the default `none`.
+//!    and down what the model wrote elsewhere. The default is `none` (why: `NOTES.md`).
 //!
 //! A batch thus mixes contexts (prompt only, prompt + prefixes of various lengths, within and
 //! across groups); advantages are computed within each group, over consecutive runs of `n`
@@ -39,22 +38,16 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Result, Tensor, bail};
-use post_graph::{BranchAnchor, Graph, PrefixSearch, Rollout, Sampling};
+use candle_core::{Result, bail};
+use post_graph::{BranchAnchor, Graph, PrefixSearch, RExpr, Rollout, Sampling};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::Record;
-use crate::exec::{build_batch, encode_prompt};
-use crate::generate::{Generation, SamplingParams, generate};
-use crate::logprob::next_token_logprobs;
+use crate::generate::{Generation, SamplingParams, generate_n, prompt_contexts};
 use crate::model::Transformer;
-use crate::objectives::SlotTensors;
-use crate::rewards::{Sample, eval_reward};
+use crate::record::Record;
+use crate::rewards::{counted, score};
 use crate::tokenizer::Tokenizer;
-
-/// Prompts generated per `generate` call (bounds the KV cache).
-const GEN_CHUNK: usize = 64;
 
 /// One sampled sequence of a group.
 #[derive(Debug, Clone, PartialEq)]
@@ -266,11 +259,7 @@ impl RolloutState {
         let s = &batch.stats;
         let groups = s.groups.max(1) as f64;
         let mut m = BTreeMap::new();
-        let mean_reward = batch
-            .seqs
-            .iter()
-            .map(|q| if q.reward.is_finite() { q.reward } else { 0.0 })
-            .sum::<f64>()
+        let mean_reward = batch.seqs.iter().map(|q| counted(q.reward)).sum::<f64>()
             / batch.seqs.len().max(1) as f64;
         m.insert("rollout/reward_mean".into(), mean_reward);
         m.insert(
@@ -305,15 +294,12 @@ impl RolloutState {
         m
     }
 
-    /// Sample and score one group per record with `rollout`. `reward` names the reward the
-    /// objective reads (the slot's); for a branched rollout without one, its success reward is
-    /// used.
-    #[allow(clippy::too_many_arguments)] // the executor's context, passed as it is
+    /// Sample and score one group per record with `rollout`, scoring with `scoring` (resolved
+    /// for this rollout by [`Scoring::resolve`]).
     pub fn run(
         &mut self,
-        graph: &Graph,
         rollout: &Rollout,
-        reward: Option<&str>,
+        scoring: &Scoring,
         model: &Transformer,
         tok: &Tokenizer,
         records: &[&Record],
@@ -321,8 +307,7 @@ impl RolloutState {
     ) -> Result<RolloutBatch> {
         match rollout {
             Rollout::Sample(base) => {
-                let scorer = Scorer::new(graph, reward, None, 0.0)?;
-                let groups = sample_groups(model, tok, records, base, &scorer, rng)?;
+                let groups = sample_groups(model, tok, records, base, scoring, rng)?;
                 let stats = RolloutStats {
                     groups: groups.len(),
                     ..RolloutStats::default()
@@ -337,26 +322,22 @@ impl RolloutState {
             }
             Rollout::Branched {
                 base,
-                reward: success_reward,
-                success_threshold,
                 expert_field,
                 step_delimiter,
                 search,
                 remember,
                 anchor,
+                ..
             } => self.branched(
-                graph,
                 BranchedSpec {
                     base,
-                    reward: reward.unwrap_or(success_reward),
-                    success_reward,
-                    threshold: *success_threshold,
                     expert_field,
                     delimiter: step_delimiter,
                     search: *search,
                     remember: *remember,
                     anchor: *anchor,
                 },
+                scoring,
                 model,
                 tok,
                 records,
@@ -373,20 +354,14 @@ impl RolloutState {
 
     fn branched(
         &mut self,
-        graph: &Graph,
         spec: BranchedSpec,
+        scorer: &Scoring,
         model: &Transformer,
         tok: &Tokenizer,
         records: &[&Record],
         rng: &mut ChaCha8Rng,
     ) -> Result<RolloutBatch> {
-        let scorer = Scorer::new(
-            graph,
-            Some(spec.reward),
-            Some(spec.success_reward),
-            spec.threshold,
-        )?;
-        let groups = sample_groups(model, tok, records, spec.base, &scorer, rng)?;
+        let groups = sample_groups(model, tok, records, spec.base, scorer, rng)?;
         let mut stats = RolloutStats {
             groups: groups.len(),
             ..RolloutStats::default()
@@ -449,7 +424,7 @@ impl RolloutState {
                 })
                 .collect::<Vec<_>>();
             let probe_groups =
-                sample_prefixed(model, tok, records, spec.base, &scorer, &contexts, rng)?;
+                sample_prefixed(model, tok, records, spec.base, scorer, &contexts, rng)?;
             stats.search_groups += probe_groups.len();
             for ((si, k), g) in probes.into_iter().zip(probe_groups) {
                 searches[si].record(k, g);
@@ -505,9 +480,6 @@ impl RolloutState {
 
 struct BranchedSpec<'a> {
     base: &'a Sampling,
-    reward: &'a str,
-    success_reward: &'a str,
-    threshold: f64,
     expert_field: &'a str,
     delimiter: &'a str,
     search: PrefixSearch,
@@ -515,29 +487,54 @@ struct BranchedSpec<'a> {
     anchor: BranchAnchor,
 }
 
-/// Scores a sample with the slot's reward and, for BREAD, the success criterion.
-struct Scorer<'g> {
-    reward: Option<&'g post_graph::RExpr>,
-    success: Option<&'g post_graph::RExpr>,
+/// How a rollout's samples are scored: the slot's reward (what the objective reads) and, for
+/// BREAD, the success criterion, both resolved from the graph once, before the run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scoring<'g> {
+    reward: Option<&'g RExpr>,
+    success: Option<&'g RExpr>,
     /// The success criterion is the slot's reward: score once.
     same: bool,
     threshold: f64,
 }
 
-impl<'g> Scorer<'g> {
-    fn new(
+impl<'g> Scoring<'g> {
+    /// Resolve the rewards of `rollout` for a slot reading `reward`: a sampling rollout scores
+    /// with the slot's reward (or none); a branched rollout also tests success with its own
+    /// reward, which is the slot's reward when the slot names none. Errors name an unknown
+    /// reward, or a rollout this runtime does not run.
+    pub fn resolve(
         graph: &'g Graph,
+        rollout: &Rollout,
         reward: Option<&str>,
-        success: Option<&str>,
-        threshold: f64,
-    ) -> Result<Self> {
-        let find = |name: &str| -> Result<&'g post_graph::RExpr> {
-            match graph.reward(name) {
-                Some(r) => Ok(&r.expr),
-                None => bail!("rollout: unknown reward `{name}`"),
+    ) -> std::result::Result<Self, String> {
+        let find = |name: &str| -> std::result::Result<&'g RExpr, String> {
+            graph
+                .reward(name)
+                .map(|r| &r.expr)
+                .ok_or_else(|| format!("unknown reward `{name}`"))
+        };
+        let (reward, success, threshold) = match rollout {
+            Rollout::Sample(_) => (reward, None, 0.0),
+            Rollout::Branched {
+                reward: success,
+                success_threshold,
+                ..
+            } => (
+                Some(reward.unwrap_or(success.as_str())),
+                Some(success.as_str()),
+                *success_threshold,
+            ),
+            Rollout::Guided { .. } => {
+                return Err(
+                    "guided (Transfer-Q*) decoding is not supported by this runtime".into(),
+                );
+            }
+            Rollout::VerifierStopped { .. } => {
+                return Err("verifier-stopped decoding is not supported by this runtime".into());
             }
         };
-        Ok(Scorer {
+        Ok(Scoring {
             reward: reward.map(find).transpose()?,
             success: success.map(find).transpose()?,
             same: reward.is_some() && reward == success,
@@ -545,17 +542,17 @@ impl<'g> Scorer<'g> {
         })
     }
 
+    /// The slot's reward expression, if it reads one.
+    pub fn reward(&self) -> Option<&'g RExpr> {
+        self.reward
+    }
+
     /// (reward, success) of a sample.
     fn score(&self, text: &str, tokens: usize, record: &Record) -> (f64, bool) {
-        let sample = Sample {
-            completion: text,
-            fields: record.fields(),
-            completion_tokens: tokens,
-        };
-        let reward = self.reward.map_or(0.0, |e| eval_reward(e, &sample));
+        let reward = self.reward.map_or(0.0, |e| score(e, text, tokens, record));
         let success = match self.success {
             Some(_) if self.same => reward > self.threshold,
-            Some(e) => eval_reward(e, &sample) > self.threshold,
+            Some(e) => score(e, text, tokens, record) > self.threshold,
             None => false,
         };
         (reward, success)
@@ -567,30 +564,8 @@ fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
         .map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
-/// Generate `n` completions for each context, in chunks.
-fn generate_all(
-    model: &Transformer,
-    tok: &Tokenizer,
-    contexts: &[Vec<u32>],
-    n: usize,
-    params: &SamplingParams,
-    rng: &mut ChaCha8Rng,
-) -> Result<Vec<Generation>> {
-    let mut prompts = Vec::with_capacity(contexts.len() * n);
-    for c in contexts {
-        for _ in 0..n {
-            prompts.push(c.clone());
-        }
-    }
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(GEN_CHUNK) {
-        out.extend(generate(model, Some(tok), chunk, params, rng)?);
-    }
-    Ok(out)
-}
-
 fn score_group(
-    scorer: &Scorer,
+    scorer: &Scoring,
     record: &Record,
     context: Vec<u32>,
     prefix: (String, usize, usize),
@@ -622,16 +597,13 @@ fn sample_groups(
     tok: &Tokenizer,
     records: &[&Record],
     base: &Sampling,
-    scorer: &Scorer,
+    scorer: &Scoring,
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Group>> {
     let n = base.n.max(1);
     let params = SamplingParams::from_graph(base);
-    let contexts = records
-        .iter()
-        .map(|r| encode_prompt(tok, r.get("prompt").unwrap_or("")).map_err(candle_core::Error::Msg))
-        .collect::<Result<Vec<_>>>()?;
-    let gens = generate_all(model, tok, &contexts, n, &params, rng)?;
+    let contexts = prompt_contexts(tok, records.iter().map(|r| r.get("prompt").unwrap_or("")))?;
+    let gens = generate_n(model, tok, &contexts, n, &params, rng)?;
     let mut groups = Vec::with_capacity(records.len());
     let mut it = gens.into_iter();
     for (r, ctx) in records.iter().zip(contexts) {
@@ -647,7 +619,7 @@ fn sample_prefixed(
     tok: &Tokenizer,
     records: &[&Record],
     base: &Sampling,
-    scorer: &Scorer,
+    scorer: &Scoring,
     contexts: &[(usize, usize, String)],
     rng: &mut ChaCha8Rng,
 ) -> Result<Vec<Group>> {
@@ -656,7 +628,8 @@ fn sample_prefixed(
     let mut ids = Vec::with_capacity(contexts.len());
     let mut prefix_lens = Vec::with_capacity(contexts.len());
     for (ri, _, text) in contexts {
-        let mut c = encode_prompt(tok, records[*ri].get("prompt").unwrap_or(""))
+        let mut c = tok
+            .encode_prompt(records[*ri].get("prompt").unwrap_or(""))
             .map_err(candle_core::Error::Msg)?;
         // Encoded apart from the prompt, as the data path encodes prompt and completion.
         let p = encode(tok, text)?;
@@ -664,7 +637,7 @@ fn sample_prefixed(
         c.extend(p);
         ids.push(c);
     }
-    let gens = generate_all(model, tok, &ids, n, &params, rng)?;
+    let gens = generate_n(model, tok, &ids, n, &params, rng)?;
     let mut it = gens.into_iter();
     let mut out = Vec::with_capacity(contexts.len());
     for (((ri, k, text), ctx), plen) in contexts.iter().zip(ids).zip(prefix_lens) {
@@ -687,72 +660,6 @@ fn batch_of(groups: Vec<Vec<RolloutSeq>>, base: &Sampling, stats: RolloutStats) 
         max_tokens: base.max_tokens,
         stats,
     }
-}
-
-/// The objective's tensors for a rollout batch: policy log-probabilities of the completion
-/// tokens (with gradient), the reference's when given, `old_logp` = the policy's detached
-/// values, the loss mask (completion tokens only; zero for truncated completions when
-/// `mask_truncated`), the rewards (NaN rewards count as 0), the group size and `max_tokens`.
-pub fn slot_tensors(
-    batch: &RolloutBatch,
-    policy: &Transformer,
-    reference: Option<&Transformer>,
-    tok: &Tokenizer,
-    device: &Device,
-    mask_truncated: bool,
-) -> Result<SlotTensors> {
-    if batch.seqs.is_empty() {
-        bail!("rollout produced no sequences");
-    }
-    let seqs: Vec<(Vec<u32>, usize)> = batch
-        .seqs
-        .iter()
-        .map(|s| {
-            let mut ids = s.context.clone();
-            ids.extend_from_slice(&s.completion);
-            (ids, s.context.len())
-        })
-        .collect();
-    let b = build_batch(&seqs, tok.pad_id(), device)?;
-    // Half-precision models compute the objective in f32; f64 models (tests) stay f64.
-    let dtype = if policy.dtype() == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    };
-    let logits = policy.forward(&b.ids)?;
-    let logp = next_token_logprobs(&logits, &b.ids)?.to_dtype(dtype)?;
-    let ref_logp = match reference {
-        Some(r) => {
-            let l = r.forward(&b.ids)?;
-            Some(next_token_logprobs(&l, &b.ids)?.to_dtype(dtype)?.detach())
-        }
-        None => None,
-    };
-    let mut mask = b.mask.clone();
-    if mask_truncated {
-        let keep: Vec<f32> = batch
-            .seqs
-            .iter()
-            .map(|s| if s.truncated { 0.0 } else { 1.0 })
-            .collect();
-        let keep = Tensor::from_vec(keep, (batch.seqs.len(), 1), device)?.to_dtype(mask.dtype())?;
-        mask = mask.broadcast_mul(&keep)?;
-    }
-    let rewards: Vec<f64> = batch
-        .seqs
-        .iter()
-        .map(|s| if s.reward.is_finite() { s.reward } else { 0.0 })
-        .collect();
-    Ok(SlotTensors {
-        old_logp: Some(logp.detach()),
-        logp,
-        ref_logp,
-        mask,
-        reward: Some(Tensor::new(rewards.as_slice(), device)?.to_dtype(dtype)?),
-        group_size: batch.group_size,
-        max_tokens: batch.max_tokens,
-    })
 }
 
 #[cfg(test)]

@@ -17,17 +17,13 @@
 //!   from the line above alone. For
 //!   `4821+3757` the trace is `482+375,0:8`, `48+37,0:78`, `4+3,1:578`, `+,0:8578`, `#### 8578`:
 //!   each line keeps the digits not yet added, the carry, and the result digits so far. Longer
-//!   numbers still mean longer strings to copy: the `tiny` model trained on 1 to 4 digits does not extend it to 5 (measured, see
-//!   the BREAD notes in README).
+//!   numbers still mean longer strings to copy.
 //! - `chain`: a 3-digit start and `difficulty` single digits to add left to right, solved by
 //!   rewriting: each line is the line above with its first two terms added, so every step is
 //!   the same local rewrite whatever the problem's size. For `517+3+9+2` the trace is
 //!   `520+9+2`, `529+2`, `#### 531`. After an expert prefix of `k` lines the rest of the trace
 //!   is exactly the trace of a shorter problem, so a late enough expert prefix brings a long
-//!   chain within reach of a model trained on short ones (the task of the BREAD reproduction;
-//!   measured for `tiny` after SFT on 1 to 4 digits, 5-digit chains, n = 8 at T = 1: success
-//!   94% from the 4-line prefix, 18% from 3 lines, 4% / 0% / 4% from 2 / 1 / 0 lines: the base
-//!   copies the wrong tail digits after a 5-term prompt; `runtime/examples/prefix_probe.rs`).
+//!   chain within reach of a model trained on short ones.
 //! - `climb`: a 3-digit start and a target; each step adds the number's tens digit, units
 //!   digit and one, until the number reaches the target (`difficulty` steps), and the answer is
 //!   the number reached. Each worked line is the state `x<target`, computed from the line above
@@ -43,13 +39,16 @@
 //!   (the fully parenthesised expression) is unique and checkable by exact match, and
 //!   [`check`] also verifies any completion by evaluating it. The trace lists one operation per
 //!   line; guessing has success probability about 3^-(difficulty-1).
+//!
+//! What the tiny model does on these tasks (measurements) is in `NOTES.md`, not here.
 
 use std::collections::BTreeSet;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::Record;
+use crate::hash::fnv1a;
+use crate::record::Record;
 
 /// Marker before the final answer in every solution.
 pub const ANSWER_MARKER: &str = "####";
@@ -68,7 +67,7 @@ pub enum TaskKind {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum TaskError {
-    #[error("unknown task `{0}` (built-in tasks: arith, carry, chain, climb, countdown)")]
+    #[error("unknown task `{0}` (built-in tasks: {names})", names = post_graph::tasks::names().collect::<Vec<_>>().join(", "))]
     Unknown(String),
     #[error("task difficulty range {lo}..={hi} is empty")]
     EmptyRange { lo: u32, hi: u32 },
@@ -103,16 +102,12 @@ impl TaskKind {
         }
     }
 
+    /// The supported difficulties, from the table the checker reads too.
     fn difficulty_range(self) -> (u32, u32) {
-        match self {
-            // 18 digits keeps every sum inside u64.
-            TaskKind::Arith | TaskKind::Carry => (1, 18),
-            // 899 + 11 * 9 < 1000: every value keeps three digits.
-            TaskKind::Chain => (1, 11),
-            // A 3-digit start climbs at most 19 a step; 20 steps stay below 1000.
-            TaskKind::Climb => (1, 20),
-            // One number would need no operation; 8 keeps uniqueness checks cheap (3^7 sequences).
-            TaskKind::Countdown => (2, 8),
+        match post_graph::tasks::spec(self.name()) {
+            Some(t) => (t.min_difficulty, t.max_difficulty),
+            // Every kind has a table entry (tested below); an empty range refuses everything.
+            None => (1, 0),
         }
     }
 }
@@ -272,15 +267,6 @@ impl Problem {
         r.insert("rejected", self.rejected);
         r
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -874,5 +860,22 @@ mod tests {
                 .len()
                 == 5
         );
+    }
+
+    /// Every generator has a row in the table the checker reads, and every row a generator.
+    #[test]
+    fn every_task_kind_is_in_the_shared_table() {
+        for spec in post_graph::tasks::TASKS {
+            let kind = TaskKind::parse(spec.name).expect("a generator for every table row");
+            assert_eq!(
+                kind.difficulty_range(),
+                (spec.min_difficulty, spec.max_difficulty)
+            );
+            assert!(generate(spec.name, TaskSplit::Train, 2, spec.max_difficulty, 1).is_ok());
+            assert!(matches!(
+                generate(spec.name, TaskSplit::Train, 2, spec.max_difficulty + 1, 1),
+                Err(TaskError::Difficulty { .. })
+            ));
+        }
     }
 }

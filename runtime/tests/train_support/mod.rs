@@ -106,6 +106,7 @@ pub fn sft_graph(spec: &SftSpec) -> Graph {
                 preset: "tiny".into(),
                 config: tiny_config(),
                 init: None,
+                trained: None,
             },
         }],
         datasets: vec![
@@ -176,6 +177,7 @@ pub fn sft_graph(spec: &SftSpec) -> Graph {
             }),
         }],
         defaults_applied: vec![],
+        prerequisites: vec![],
     }
 }
 
