@@ -21,6 +21,9 @@ pub struct Args {
     /// Where built prerequisites are looked for with `--deep` (`<runs>/prereq/...`).
     #[arg(long, default_value = "runs")]
     pub runs: std::path::PathBuf,
+    /// Let the files read under this directory too (each reads under its own directory).
+    #[arg(long = "allow-read", value_name = "DIR")]
+    pub allow_read: Vec<String>,
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -31,12 +34,13 @@ pub fn run(args: Args) -> ExitCode {
     if !missing.is_empty() {
         return ExitCode::from(2);
     }
+    let fs = OsFs::new(&args.allow_read);
     let color = use_color();
     let mut errors = 0usize;
     let mut warnings = 0usize;
     let mut bad_files = 0usize;
     for f in &files {
-        let c = post_compiler::compile(&OsFs, f);
+        let c = post_compiler::compile(&fs, f);
         let n = c.diagnostics.iter().filter(|d| d.is_error()).count();
         warnings += c.diagnostics.len() - n;
         for d in &c.diagnostics {
@@ -84,7 +88,8 @@ fn deep(
     runs: &std::path::Path,
 ) -> Result<(), post_runtime::exec::RunError> {
     let prerequisite_dirs =
-        crate::run::prerequisites(graph, file, runs, false, true).unwrap_or_default();
+        crate::run::prerequisites(&OsFs::default(), graph, file, runs, false, true)
+            .unwrap_or_default();
     let opts = post_runtime::exec::RunOptions {
         dry_run: true,
         base_dir: crate::run::base_dir_of(file),

@@ -5,8 +5,29 @@ use std::path::Path;
 
 use post_compiler::{FileSystem, FsError};
 
-/// Reads files from disk for the compiler core.
-pub struct OsFs;
+/// Reads files from disk for the compiler core. `allow_read`: the directories `--allow-read`
+/// grants, besides each `.post` file's own.
+#[derive(Debug, Clone, Default)]
+pub struct OsFs {
+    pub allow_read: Vec<String>,
+}
+
+impl OsFs {
+    pub fn new(allow_read: &[String]) -> Self {
+        OsFs {
+            allow_read: allow_read.to_vec(),
+        }
+    }
+}
+
+/// A path resolved on disk (`..` and symlinks), for the read-scope comparison.
+pub fn canonical_on_disk(path: &str) -> Option<String> {
+    post_compiler::check::read_scope::canonicalize_with(path, |p| {
+        std::fs::canonicalize(p)
+            .ok()
+            .map(|c| c.to_string_lossy().into_owned())
+    })
+}
 
 /// Files larger than this are refused rather than read into memory.
 const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
@@ -35,6 +56,14 @@ impl FileSystem for OsFs {
 
     fn is_dir(&self, path: &str) -> bool {
         Path::new(path).is_dir()
+    }
+
+    fn canonicalize(&self, path: &str) -> Option<String> {
+        canonical_on_disk(path)
+    }
+
+    fn allowed_roots(&self) -> Vec<String> {
+        self.allow_read.clone()
     }
 
     fn read_head(&self, path: &str, max_lines: usize) -> Result<Vec<String>, FsError> {

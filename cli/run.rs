@@ -41,20 +41,24 @@ pub struct Args {
     /// Replace the run that `--out` already holds (without it, such a directory is refused).
     #[arg(long)]
     pub force: bool,
+    /// Let the experiment read under this directory too (it reads under its own directory).
+    #[arg(long = "allow-read", value_name = "DIR")]
+    pub allow_read: Vec<String>,
 }
 
-pub(crate) fn load_graph(file: &str) -> Result<post_graph::Graph, ExitCode> {
+pub(crate) fn load_graph(fs: &OsFs, file: &str) -> Result<post_graph::Graph, ExitCode> {
     if file.ends_with(".json") {
         let text = std::fs::read_to_string(file).map_err(|e| {
             eprintln!("error: cannot read {file}: {e}");
             ExitCode::from(1)
         })?;
-        return post_graph::Graph::from_json(&text).map_err(|e| {
+        let graph = post_graph::Graph::from_json(&text).map_err(|e| {
             eprintln!("error: {file}: {e}");
             ExitCode::from(1)
-        });
+        })?;
+        return check_reads(fs, &graph, file).map(|()| graph);
     }
-    let c = post_compiler::compile(&OsFs, file);
+    let c = post_compiler::compile(fs, file);
     let color = use_color();
     for d in &c.diagnostics {
         eprint!("{}", render(d, file, &c.source, color));
@@ -77,6 +81,37 @@ pub(crate) fn load_graph(file: &str) -> Result<post_graph::Graph, ExitCode> {
     })
 }
 
+/// A graph JSON's paths may be read only where a `.post` file's could (its own directory and
+/// `--allow-read`): the checker's scope, applied to a graph that did not come through it.
+fn check_reads(fs: &OsFs, graph: &post_graph::Graph, file: &str) -> Result<(), ExitCode> {
+    use post_compiler::FileSystem;
+    use post_compiler::check::read_scope::{lexical, within};
+    let base = base_dir_of(file);
+    let mut roots = vec![base.to_string_lossy().into_owned()];
+    roots.extend(fs.allowed_roots());
+    let canon = |p: &str| fs.canonicalize(p).unwrap_or_else(|| lexical(p));
+    let roots: Vec<String> = roots.iter().map(|r| canon(r)).collect();
+    let mut bad = 0;
+    for r in graph.reads() {
+        let path = base.join(&r.path).to_string_lossy().into_owned();
+        let target = canon(&path);
+        if !roots.iter().any(|root| within(&target, root)) {
+            eprintln!(
+                "error: {file}: {} reads `{}` (resolves to `{target}`), outside the directories this graph may read",
+                r.what, r.path
+            );
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        eprintln!(
+            "  = help: a graph reads under its own directory; grant another with `--allow-read DIR`"
+        );
+        return Err(ExitCode::from(1));
+    }
+    Ok(())
+}
+
 /// The directory of the file's experiment (relative paths in it resolve against this).
 pub(crate) fn base_dir_of(file: &str) -> PathBuf {
     Path::new(file)
@@ -89,6 +124,7 @@ pub(crate) fn base_dir_of(file: &str) -> PathBuf {
 /// finished under `runs`. With `build`, a missing one is run first (resuming a cache that a
 /// killed build left), recursively; without it, missing ones are left out.
 pub(crate) fn prerequisites(
+    fs: &OsFs,
     graph: &post_graph::Graph,
     file: &str,
     runs: &Path,
@@ -114,7 +150,7 @@ pub(crate) fn prerequisites(
         if !build {
             continue;
         }
-        let pgraph = load_graph(&pfile)?;
+        let pgraph = load_graph(fs, &pfile)?;
         if pgraph.hash() != p.graph_hash {
             eprintln!(
                 "error: prerequisite `{}` ({pfile}) changed since this graph was compiled (graph hash {} now, {} then); compile it again",
@@ -124,7 +160,7 @@ pub(crate) fn prerequisites(
             );
             return Err(ExitCode::from(1));
         }
-        let inner = prerequisites(&pgraph, &pfile, runs, true, quiet)?;
+        let inner = prerequisites(fs, &pgraph, &pfile, runs, true, quiet)?;
         let resume = dir.join("checkpoints").join("latest").is_file();
         eprintln!(
             "building prerequisite `{}` ({pfile}) -> {}{}; `{}` runs after it",
@@ -177,7 +213,8 @@ pub fn run(args: Args) -> ExitCode {
         eprintln!("error: no such file: {}", args.file);
         return ExitCode::from(2);
     }
-    let graph = match load_graph(&args.file) {
+    let fs = OsFs::new(&args.allow_read);
+    let graph = match load_graph(&fs, &args.file) {
         Ok(g) => g,
         Err(code) => return code,
     };
@@ -192,7 +229,7 @@ pub fn run(args: Args) -> ExitCode {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let prerequisite_dirs =
-        match prerequisites(&graph, &args.file, &runs, !args.dry_run, args.quiet) {
+        match prerequisites(&fs, &graph, &args.file, &runs, !args.dry_run, args.quiet) {
             Ok(d) => d,
             Err(code) => return code,
         };

@@ -58,7 +58,9 @@ fn cases() -> Vec<(&'static str, String)> {
         ("E0408", stage("    batch = 16 sequences\n    grad_accum = 3\n    objective = sft(train.solution)\n")),
         ("E0504", exp("  data d = jsonl(\"missing.jsonl\")\n")),
         ("E0505", exp("  model again = trained(\"example.post\", model = \"policy\")\n")),
+        ("E0506", exp("  data d = jsonl(\"../../etc/passwd\")\n")),
         ("W0001", exp("  analysis before {\n    model = policy\n    data = train\n    summaries = [intrinsic_dim()]\n  }\n  stage s {\n    data = train\n    steps = 10\n    batch = 8 sequences\n    objective = sft(train.solution)\n  }\n")),
+        ("W0002", stage("    batch = 8 prompts\n    rollout = sample(policy, n = 4, temperature = 0)\n    objective = grpo(reward = correct)\n")),
     ]
 }
 

@@ -159,7 +159,9 @@ codes! {
     E0503 => "a stage needs a rollout",
     E0504 => "a path the experiment reads does not exist",
     E0505 => "a prerequisite experiment cannot be used",
+    E0506 => "a path outside the directories the file may read",
     W0001 => "the runtime does not run this yet",
+    W0002 => "these settings cannot train",
 }
 
 impl Code {

@@ -68,6 +68,17 @@ pub trait FileSystem {
         let text = self.read_to_string(path)?;
         Ok(text.lines().take(max_lines).map(str::to_string).collect())
     }
+    /// `path` with `..` and symbolic links resolved (absolute), where the file system can tell;
+    /// `None` leaves the comparison of read scopes to the path's text
+    /// ([`check::read_scope::lexical`]).
+    fn canonicalize(&self, _path: &str) -> Option<String> {
+        None
+    }
+    /// Directories the command line lets every file read (`--allow-read DIR`), besides each
+    /// file's own directory.
+    fn allowed_roots(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// An in-memory file system (tests, the language server's unsaved buffers).

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 mod expr;
 mod hash;
 pub mod hf_files;
+pub mod paths;
 pub mod presets;
 pub mod scalar;
 pub mod support;

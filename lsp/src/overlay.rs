@@ -41,6 +41,15 @@ impl FileSystem for Overlay<'_> {
         std::path::Path::new(path).is_dir()
     }
 
+    /// Resolved on disk, as `post check` resolves it, so the editor reports the same E0506.
+    fn canonicalize(&self, path: &str) -> Option<String> {
+        post_compiler::check::read_scope::canonicalize_with(path, |p| {
+            std::fs::canonicalize(p)
+                .ok()
+                .map(|c| c.to_string_lossy().into_owned())
+        })
+    }
+
     /// Only the first lines are read: dataset files can be large.
     fn read_head(&self, path: &str, max_lines: usize) -> Result<Vec<String>, FsError> {
         if let Some(t) = self.buffers.get(path) {

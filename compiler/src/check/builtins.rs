@@ -1067,7 +1067,7 @@ fn reward_name(b: &Bound) -> Option<String> {
 /// A model directory (`hf(...)`, with `needs_config`) or initial weights (`init = ...`) that
 /// lacks a file the runtime's loader needs: E0504 at the path's span. `None` when reported.
 fn check_model_dir(c: &mut Checker, dir: &str, needs_config: bool, at: Span) -> Option<()> {
-    let resolved = c.resolve_path(dir);
+    let resolved = c.read_path(dir, at)?;
     let what = if needs_config {
         "model directory"
     } else {
@@ -1173,7 +1173,7 @@ fn jsonl(
     if !ok {
         return None;
     }
-    let resolved = c.resolve_path(&file);
+    let resolved = c.read_path(&file, file_span)?;
     let mut known: Option<BTreeSet<String>> = if fields.is_empty() {
         None
     } else {

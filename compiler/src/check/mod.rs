@@ -9,9 +9,11 @@ pub(crate) mod builtins;
 pub(crate) mod formula;
 pub(crate) mod params;
 mod prerequisite;
+pub mod read_scope;
 pub(crate) mod reward;
 pub(crate) mod signatures;
 pub(crate) mod stage;
+mod untrainable;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -675,6 +677,7 @@ impl<'a> Checker<'a> {
             prerequisites: std::mem::take(&mut self.prerequisites),
         };
         self.warn_unsupported(exp, user, &graph);
+        self.warn_untrainable(exp, &graph);
         Some(graph)
     }
 

@@ -20,7 +20,7 @@ pub(super) fn trained(
     (file, file_span): (String, Span),
     (model, model_span): (String, Span),
 ) -> Option<Value> {
-    let resolved = c.resolve_path(&file);
+    let resolved = c.read_path(&file, file_span)?;
     if c.file_stack.iter().any(|f| same_file(f, &resolved)) {
         let circle = c.file_stack.join(" -> ");
         c.err(

@@ -89,6 +89,10 @@ fn get(
 ) -> Option<(Value, Span)> {
     let st = s.get(key)?;
     let v = c.eval_as(m, &st.value, t, &HashMap::new(), &format!("{path}.{key}"))?;
+    // A numeric setting's range (`grad_clip` > 0) holds like an argument's.
+    if let T::Num(r) | T::Sched(r) = t {
+        super::builtins::check_value_range(c, &v, r, key, st.value.span)?;
+    }
     Some((v, st.value.span))
 }
 
