@@ -299,7 +299,7 @@ pub fn run(args: Args) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            if let RunError::NonFinite { .. } = e {
+            if let RunError::NonFinite { .. } | RunError::NoLearning { .. } = e {
                 eprintln!("(summary.json and curves.svg hold the steps before it)");
             }
             ExitCode::from(1)

@@ -146,6 +146,7 @@ fn small_graph(steps: u64, data: DataSource) -> Graph {
                     }],
                 }],
                 checkpoint_every: 2,
+                keep_checkpoints: DEFAULT_KEEP_CHECKPOINTS,
             }),
         }],
         defaults_applied: vec![],

@@ -493,6 +493,9 @@ pub struct Stage {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// A graph holds a handful of stages, built once per run: boxing the large variant would
+// complicate every match on it for no measurable saving.
+#[allow(clippy::large_enum_variant)]
 pub enum StageKind {
     Train(TrainStage),
     Select(SelectStage),
@@ -516,6 +519,17 @@ pub struct TrainStage {
     pub evals: Vec<Eval>,
     /// Write a checkpoint every this many steps (and at the end of the stage).
     pub checkpoint_every: u64,
+    /// Keep this many of the newest checkpoints (plus the best by the first eval metric);
+    /// older ones are deleted as new ones are written. At least 1.
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: u64,
+}
+
+/// `keep_checkpoints` when a stage does not set it.
+pub const DEFAULT_KEEP_CHECKPOINTS: u64 = 3;
+
+fn default_keep_checkpoints() -> u64 {
+    DEFAULT_KEEP_CHECKPOINTS
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

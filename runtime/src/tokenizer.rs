@@ -191,6 +191,19 @@ impl Tokenizer {
         }
     }
 
+    /// The id unknown text encodes to, when the tokenizer has one (`unk_token` in
+    /// `tokenizer_config.json` for Hugging Face tokenizers; byte-level ones have none).
+    pub fn unk_id(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Char => Some(CHAR_UNK),
+            Tokenizer::Hf(h) => h
+                .config
+                .as_ref()
+                .and_then(|c| special_token(c, "unk_token"))
+                .and_then(|t| h.inner.token_to_id(&t)),
+        }
+    }
+
     /// Padding id (the eos id for Hugging Face tokenizers without a pad token).
     pub fn pad_id(&self) -> u32 {
         match self {

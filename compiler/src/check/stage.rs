@@ -51,6 +51,12 @@ pub const STAGE_SETTINGS: &[P] = &[
     p("grad_clip", T::Num(R::Pos), D::Num(1.0)).doc("Global gradient-norm clip."),
     p("grad_accum", T::Count, D::Num(1.0)).doc("Micro-batches accumulated per step."),
     p("checkpoint_every", T::Steps, D::Doc("the stage's steps")).doc("Checkpoint interval."),
+    p(
+        "keep_checkpoints",
+        T::Count,
+        D::Num(post_graph::DEFAULT_KEEP_CHECKPOINTS as f64),
+    )
+    .doc("Checkpoints kept: the newest this many, plus the best by the first eval metric."),
 ];
 
 /// The settings of a `select` (S2L) block.
@@ -757,6 +763,19 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
             steps_v
         }
     };
+    let keep_checkpoints = match get(c, m, &s, "keep_checkpoints", T::Count, &path) {
+        Some((v, _)) => num_of(&v).unwrap_or(1.0) as u64,
+        None => {
+            if s.get("keep_checkpoints").is_none() {
+                c.default_applied(
+                    &format!("{path}.keep_checkpoints"),
+                    post_graph::DEFAULT_KEEP_CHECKPOINTS.to_string(),
+                    "built-in default",
+                );
+            }
+            post_graph::DEFAULT_KEEP_CHECKPOINTS
+        }
+    };
     if steps == Some(0) {
         let span = s.get("steps").map_or(b.name.span, |x| x.value.span);
         c.err(
@@ -786,6 +805,7 @@ fn train(c: &mut Checker, m: usize, b: &Block, earlier: &[Stage]) -> Option<Stag
             hypers: lowered.hypers,
             evals,
             checkpoint_every: checkpoint_every.max(1),
+            keep_checkpoints: keep_checkpoints.max(1),
         }),
     })
 }

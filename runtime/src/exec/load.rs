@@ -10,6 +10,7 @@ use candle_nn::VarMap;
 use post_graph::{ModelSource, StageKind};
 
 use super::plan::{Plan, SlotKind};
+use super::unk::UnkTally;
 use super::{Context, Refusal, RunError, RunOptions};
 use crate::data::{self, Dataset, Record};
 use crate::generate::GEN_CHUNK;
@@ -213,6 +214,8 @@ pub struct Lengths {
     pub max_seq: usize,
     /// The longest generation (prompt + new tokens), at most the context.
     pub max_gen: usize,
+    /// What to tell before training without refusing (a little `<unk>` in a dataset).
+    pub warnings: Vec<String>,
 }
 
 /// Tokenize every training sequence and eval prompt once, refusing any that cannot fit the
@@ -226,6 +229,7 @@ pub fn encode_and_check(
     let mut encoded = Encoded::new();
     let mut max_seq = 2;
     let mut max_gen = 0;
+    let mut unk = UnkTally::new(tok);
     for sp in &plan.stages {
         let (name, t) = (sp.name, sp.stage);
         let ds = &datasets[&t.data];
@@ -265,6 +269,7 @@ pub fn encode_and_check(
                     ));
                 }
                 max_seq = max_seq.max(ids.len());
+                unk.add(&t.data, i, &ids, || format!("{prompt}{completion}"));
                 seqs.push((ids, prompt_len));
             }
             encoded.insert((sp.index, slot.name.to_string()), seqs);
@@ -297,16 +302,29 @@ pub fn encode_and_check(
                         ),
                     ));
                 }
+                unk.add(data, i, &ids, || prompt.to_string());
                 for m in &e.metrics {
                     max_gen = max_gen.max(ids.len() + m.sampling.max_tokens);
                 }
             }
         }
     }
+    let report = unk.report(matches!(tok, Tokenizer::Char), |name, index| {
+        let source = match plan.graph.dataset(name).map(|d| &d.source) {
+            Some(post_graph::DataSource::Jsonl { path, .. }) => format!(" of {path}"),
+            Some(post_graph::DataSource::Task { task, .. }) => format!(" of task `{task}`"),
+            _ => String::new(),
+        };
+        format!("record {}{source}", index + 1)
+    });
+    if let Some(m) = report.refuse.into_iter().next() {
+        return Err(RunError::refused(Refusal::DataContents, m));
+    }
     Ok(Lengths {
         encoded,
         max_seq,
         max_gen: max_gen.min(context),
+        warnings: report.warn,
     })
 }
 

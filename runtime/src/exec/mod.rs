@@ -7,7 +7,8 @@
 //!    file:line), every training sequence is tokenized once and checked against the model's
 //!    context; models are built (presets from the seed, Hugging Face directories, frozen
 //!    copies); the memory estimate is printed and checked;
-//! 3. `resume`: a checkpoint is restored when resuming;
+//! 3. `resume`: a checkpoint is restored when resuming: verified against its manifest and
+//!    checked against the graph (`resume_check`), falling back to an older one when it fails;
 //! 4. `runner`: stages run in order, each with a fresh optimiser of its own settings; `eval`
 //!    blocks (`eval`) run before a stage's first step, every `every` steps and after its last;
 //!    checkpoints are written every `checkpoint_every` steps and at the end of each stage; at
@@ -22,16 +23,20 @@
 //!
 //! Every refusal before the first step carries its [`Refusal`] kind. A non-finite loss or
 //! gradient norm stops the run at that step, before the update, naming it and the last good
-//! checkpoint.
+//! checkpoint; training that cannot learn (`collapse`: zero gradients, a loss stuck at the
+//! uniform value, identical samples in every group) stops it after the step that proves it.
 
+mod collapse;
 mod eval;
 mod load;
 mod plan;
 mod refusal;
 mod resume;
+mod resume_check;
 mod runner;
 mod slots;
 mod step;
+mod unk;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -135,6 +140,20 @@ pub enum RunError {
         value: f64,
         checkpoint: Option<PathBuf>,
     },
+    /// A collapse detector (`collapse`) found that training cannot learn.
+    #[error(
+        "{message}. The run stopped after step {step} (detector `{detector}`). {}",
+        match checkpoint {
+            Some(c) => format!("Last checkpoint: {}", c.display()),
+            None => "No checkpoint had been written yet.".to_string(),
+        }
+    )]
+    NoLearning {
+        step: u64,
+        detector: &'static str,
+        message: String,
+        checkpoint: Option<PathBuf>,
+    },
     #[error("{path}: {message}")]
     Io { path: String, message: String },
     #[error(transparent)]
@@ -225,6 +244,9 @@ pub fn run_with_log(
         .min()
         .unwrap_or(0);
     let lengths = load::encode_and_check(&plan, &datasets, &tokenizer, context)?;
+    for w in &lengths.warnings {
+        log(w);
+    }
     let worst = load::plan_memory(&plan, &models, &lengths, opts, log)?;
     if opts.dry_run {
         return Ok(RunOutcome::DryRun {
@@ -241,7 +263,14 @@ pub fn run_with_log(
     let _lock = crate::rundir::claim(&opts.out_dir, resumes_here, opts.force)
         .map_err(|e| RunError::refused(Refusal::RunDirectory, e.to_string()))?;
     let resume_state = match &opts.resume {
-        Some(path) => Some(resume::restore(path, graph, &mut models, &device, log)?),
+        Some(path) => Some(resume::restore(
+            path,
+            &plan,
+            &mut models,
+            &datasets,
+            &device,
+            log,
+        )?),
         None => None,
     };
     let prefix = resume_state
@@ -289,6 +318,7 @@ pub fn run_with_log(
         start,
         progress: Progress::new(total, global_step, opts.quiet),
         goals,
+        warnings: Vec::new(),
     };
     let result = runner.run_stages(resume_state);
     runner.progress.finish();
@@ -299,7 +329,7 @@ pub fn run_with_log(
             let summary = runner.write_summary(None)?;
             Ok(RunOutcome::Finished(Box::new(summary)))
         }
-        Err(e @ RunError::NonFinite { .. }) => {
+        Err(e @ (RunError::NonFinite { .. } | RunError::NoLearning { .. })) => {
             // Keep what was measured, and say why the run stopped.
             let _ = runner.write_summary(Some(e.to_string()));
             Err(e)

@@ -58,7 +58,8 @@ pub enum Refusal {
     DataContents,
     /// The memory plan does not fit the machine.
     Memory,
-    /// `--resume` names a checkpoint that does not belong to this graph or does not load.
+    /// `--resume` names a checkpoint that does not belong to this graph, or no checkpoint
+    /// there passes verification (manifest checksums, state consistent with the graph).
     Resume,
     /// The output directory holds a run already (without `--resume` or `--force`), or another
     /// run is writing it.

@@ -11,8 +11,9 @@ use candle_core::Device;
 use post_graph::ModelSource;
 use rand_chacha::ChaCha8Rng;
 
+use super::collapse::{self, Detectors, Signals, Verdict};
 use super::load::{Encoded, Models};
-use super::plan::{Plan, StagePlan};
+use super::plan::{Plan, SlotKind, StagePlan};
 use super::step::{StepInputs, StepState};
 use super::{Context, RunError, RunOptions, eval::run_eval, io_err};
 use crate::checkpoint::{self, CHECKPOINT_FORMAT, CheckpointData, CheckpointState, RngState};
@@ -44,6 +45,8 @@ pub(super) struct Runner<'g> {
     pub(super) start: Instant,
     pub(super) progress: Progress,
     pub(super) goals: BTreeMap<String, MetricGoal>,
+    /// What the run found worth telling without stopping (also in `summary.json`).
+    pub(super) warnings: Vec<String>,
 }
 
 impl Runner<'_> {
@@ -59,6 +62,7 @@ impl Runner<'_> {
             memory::peak_rss_bytes().unwrap_or(0),
         );
         summary.stopped = stopped;
+        summary.warnings = self.warnings.clone();
         let path = self.opts.out_dir.join("summary.json");
         let text = serde_json::to_string_pretty(&summary).map_err(|e| io_err(&path, e))?;
         output::write_atomic(&path, text.as_bytes()).map_err(|e| io_err(&path, e))?;
@@ -175,6 +179,17 @@ impl Runner<'_> {
         if stage_step >= stage.steps {
             return Ok(None);
         }
+        let nll_vocab =
+            collapse::is_token_mean_nll(&stage.objective.loss).then(|| policy.config().vocab_size);
+        let deterministic = sp.slots.iter().any(|s| match &s.kind {
+            SlotKind::Rollout { rollout, .. } => {
+                let b = rollout.base();
+                b.temperature == 0.0 || b.top_k == 1
+            }
+            SlotKind::Data { .. } => false,
+        });
+        let mut detectors =
+            Detectors::new(collapse::WINDOW, nll_vocab, stage.grad_clip, deterministic);
         // Planned (and JIT-compiled, or fetched from the kernel cache) once per stage.
         let fused = plan_fused(&stage.objective.loss);
         if stage_step == 0 {
@@ -235,6 +250,13 @@ impl Runner<'_> {
                 self.eval(sp, stage_step)?
             };
             let first_loss = step.loss;
+            let signals = Signals {
+                loss: step.loss,
+                grad_norm: step.grad_norm,
+                lr,
+                groups: step.groups,
+                reward_mean: step.reward_mean,
+            };
             let record = StepRecord {
                 step: self.global_step,
                 stage: name.to_string(),
@@ -261,6 +283,21 @@ impl Runner<'_> {
                 || (stage.checkpoint_every > 0 && stage_step % stage.checkpoint_every == 0);
             if due {
                 self.checkpoint(sp, stage_step, &optimizer, batcher.state())?;
+            }
+            match detectors.observe(name, self.global_step, &signals) {
+                Verdict::Continue => {}
+                Verdict::Warn(msg) => {
+                    self.progress.println(&msg);
+                    self.warnings.push(msg);
+                }
+                Verdict::Stop(c) => {
+                    return Err(RunError::NoLearning {
+                        step: self.global_step,
+                        detector: c.detector,
+                        message: c.message,
+                        checkpoint: self.last_checkpoint.clone(),
+                    });
+                }
             }
             if self.opts.stop_after.is_some_and(|n| self.global_step >= n) {
                 return Ok(Some(self.global_step));
@@ -359,7 +396,46 @@ impl Runner<'_> {
             },
         )?;
         self.last_checkpoint = Some(dir);
+        // Only now, with the new checkpoint in place and named by `latest`.
+        let best = self.best_checkpoint(&root)?;
+        checkpoint::retention::prune(
+            &root,
+            usize::try_from(sp.stage.keep_checkpoints).unwrap_or(usize::MAX),
+            self.global_step,
+            best,
+        )?;
         Ok(())
+    }
+
+    /// The checkpoint with the best value of the run's first eval metric (the first metric
+    /// of the first eval block), among those written at a step where it was evaluated.
+    fn best_checkpoint(&self, root: &std::path::Path) -> Result<Option<u64>, RunError> {
+        let Some(metric) = self
+            .plan
+            .stages
+            .iter()
+            .flat_map(|s| s.evals.iter())
+            .find_map(|e| e.metrics.first())
+            .map(|m| m.name)
+        else {
+            return Ok(None);
+        };
+        let goal = self
+            .goals
+            .get(metric)
+            .copied()
+            .unwrap_or(MetricGoal::Maximize);
+        let scores: Vec<(u64, f64)> = checkpoint::retention::list(root)?
+            .into_iter()
+            .filter_map(|(step, _)| {
+                self.records
+                    .iter()
+                    .rev()
+                    .find(|r| r.step == step && r.eval.contains_key(metric))
+                    .map(|r| (step, r.eval[metric]))
+            })
+            .collect();
+        Ok(checkpoint::retention::best_step(&scores, goal))
     }
 }
 

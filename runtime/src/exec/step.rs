@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use post_graph::Expr;
 use rand_chacha::ChaCha8Rng;
 
+use super::collapse::Groups;
 use super::load::Encoded;
 use super::plan::{SlotKind, StagePlan};
 use super::slots;
@@ -33,6 +34,10 @@ pub struct StepResult {
     pub tokens: usize,
     /// Rollout metrics (`rollout/...`, `<slot>/reward_mean`, `<slot>/reward_std`).
     pub extra: BTreeMap<String, f64>,
+    /// Tied and identical groups of the rollout slots (for `super::collapse`).
+    pub groups: Groups,
+    /// The first rollout slot's mean reward.
+    pub reward_mean: Option<f64>,
 }
 
 /// The stage-wide inputs of a step.
@@ -86,6 +91,8 @@ impl StepState<'_> {
         let mut first_loss = 0f64;
         let mut grad_norm = 0f64;
         let mut extra = BTreeMap::new();
+        let mut groups = Groups::default();
+        let mut reward_mean = None;
         // Rollout slots sample once per step, for the whole batch, from the sampler's
         // current weights; every update and micro-batch then reads those samples.
         let mut sampled: BTreeMap<&str, RolloutBatch> = BTreeMap::new();
@@ -118,6 +125,13 @@ impl StepState<'_> {
                     }
                     let rewards: Vec<f64> = batch.seqs.iter().map(|q| counted(q.reward)).collect();
                     let (mean, std) = mean_std(&rewards);
+                    let samples: Vec<(f64, &str)> = rewards
+                        .iter()
+                        .zip(&batch.seqs)
+                        .map(|(r, q)| (*r, q.text.as_str()))
+                        .collect();
+                    groups.add(Groups::count(&samples, batch.group_size));
+                    reward_mean.get_or_insert(mean);
                     extra.insert(format!("{}/reward_mean", slot.name), mean);
                     extra.insert(format!("{}/reward_std", slot.name), std);
                     sampled.insert(slot.name, batch);
@@ -236,6 +250,8 @@ impl StepState<'_> {
             grad_norm,
             tokens,
             extra,
+            groups,
+            reward_mean,
         })
     }
 }

@@ -26,9 +26,13 @@ pub struct Summary {
     pub steps: u64,
     pub wall_s: f64,
     pub peak_rss_bytes: u64,
-    /// Set when the run stopped early (a non-finite loss), with the reason.
+    /// Set when the run stopped early (a non-finite loss, training that cannot learn), with
+    /// the reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// What the run reported without stopping (e.g. tied rewards in every group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Summarise `records`; `goals` says per eval metric whether higher is better (default: higher).

@@ -55,6 +55,7 @@ pub struct SftSpec {
     pub eval_limit: Option<usize>,
     pub max_tokens: usize,
     pub checkpoint_every: u64,
+    pub keep_checkpoints: u64,
     pub seed: u64,
 }
 
@@ -79,6 +80,7 @@ impl Default for SftSpec {
             eval_limit: Some(50),
             max_tokens: 48,
             checkpoint_every: 0,
+            keep_checkpoints: DEFAULT_KEEP_CHECKPOINTS,
             seed: 7,
         }
     }
@@ -174,6 +176,7 @@ pub fn sft_graph(spec: &SftSpec) -> Graph {
                     }],
                 }],
                 checkpoint_every: spec.checkpoint_every,
+                keep_checkpoints: spec.keep_checkpoints,
             }),
         }],
         defaults_applied: vec![],

@@ -6,11 +6,19 @@
 //! - `optimizer.safetensors`: the optimiser's moment buffers (`m.<param>`, `v.<param>`);
 //! - `state.json`: [`CheckpointState`] (graph hash, step, stage, data order, RNG, ...);
 //! - `metrics.jsonl`: the metrics written up to this step, so a resumed run's file is identical
-//!   to an uninterrupted run's.
+//!   to an uninterrupted run's;
+//! - `manifest.json`, written last: the SHA-256 and size of every other file ([`manifest`]).
 //!
-//! A checkpoint is written into a temporary sibling directory, every file is fsynced, then the
-//! directory is renamed into place and `<out>/checkpoints/latest` (the name of the newest one) is
-//! replaced atomically. A crash at any moment leaves either the old or the new checkpoint.
+//! A checkpoint is written into a temporary sibling directory, every file is fsynced, the
+//! manifest is written, then the directory is renamed into place and `<out>/checkpoints/latest`
+//! (the name of the newest one) is replaced atomically. A crash at any moment leaves either the
+//! old or the new checkpoint. [`load_dir`] verifies the manifest before reading anything, then
+//! parses every file; what the files must mean for a given graph is checked by the executor
+//! (`exec::resume`), which falls back to an earlier checkpoint ([`candidates`]) when one fails.
+//! Old checkpoints are pruned by [`retention`].
+
+pub mod manifest;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -154,8 +162,14 @@ fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(), Ch
 
 /// Write a checkpoint under `root` (`<out>/checkpoints`); returns its directory.
 pub fn save(root: &Path, data: &CheckpointData<'_>) -> Result<PathBuf, CheckpointError> {
+    let dir = write_dir(root, data)?;
+    publish(root, &dir)
+}
+
+/// Write every file of the checkpoint into a temporary directory under `root`, manifest last;
+/// returns that directory (not yet visible as a checkpoint).
+fn write_dir(root: &Path, data: &CheckpointData<'_>) -> Result<PathBuf, CheckpointError> {
     let name = dir_name(data.state.global_step);
-    let final_dir = root.join(&name);
     let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io_err(&tmp, e))?;
@@ -178,47 +192,143 @@ pub fn save(root: &Path, data: &CheckpointData<'_>) -> Result<PathBuf, Checkpoin
         metrics.push('\n');
     }
     write_atomic(&tmp.join("metrics.jsonl"), metrics.as_bytes()).map_err(|e| io_err(&tmp, e))?;
+    // Last: it vouches for every file above, which are all durable by now.
+    manifest::write(&tmp)?;
     sync_dir(&tmp);
+    Ok(tmp)
+}
+
+/// Rename the finished temporary directory `tmp` into place and point `latest` at it.
+fn publish(root: &Path, tmp: &Path) -> Result<PathBuf, CheckpointError> {
+    let name = tmp
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.split_once(".tmp-"))
+        .map(|(n, _)| n.to_string())
+        .ok_or_else(|| {
+            CheckpointError::Invalid(format!("{}: not a temporary checkpoint", tmp.display()))
+        })?;
+    let final_dir = root.join(&name);
     if final_dir.exists() {
-        // A previous (killed) run of the same out dir reached this step: replace it.
-        std::fs::remove_dir_all(&final_dir).map_err(|e| io_err(&final_dir, e))?;
+        // A previous (killed or fallen-back) run of the same out dir reached this step: move
+        // it aside first, so a crash between the two renames still leaves a whole checkpoint
+        // (the aside copy is a temporary the next run removes).
+        let aside = root.join(format!(".{name}.replaced.tmp-{}", std::process::id()));
+        std::fs::rename(&final_dir, &aside).map_err(|e| io_err(&final_dir, e))?;
+        std::fs::rename(tmp, &final_dir).map_err(|e| io_err(&final_dir, e))?;
+        std::fs::remove_dir_all(&aside).map_err(|e| io_err(&aside, e))?;
+    } else {
+        std::fs::rename(tmp, &final_dir).map_err(|e| io_err(&final_dir, e))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(|e| io_err(&final_dir, e))?;
     sync_dir(root);
-    write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| io_err(root, e))?;
+    set_latest(root, &name)?;
     Ok(final_dir)
 }
 
-/// Resolve `path` to a checkpoint directory: a checkpoint itself (has `state.json`), a
-/// `checkpoints` directory or a run output directory (then its `latest`).
-pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
+/// Point `<root>/latest` at checkpoint `name` (atomically).
+pub fn set_latest(root: &Path, name: &str) -> Result<(), CheckpointError> {
+    write_atomic(&root.join("latest"), name.as_bytes()).map_err(|e| io_err(root, e))
+}
+
+/// Where resuming from `path` looks, in order of preference.
+pub struct Candidates {
+    /// Checkpoint directories, newest first.
+    pub dirs: Vec<PathBuf>,
+    /// Why the first choice is not simply what `latest` names, when it is not (shown to the
+    /// user).
+    pub note: Option<String>,
+}
+
+/// The checkpoints to try when resuming from `path`: a checkpoint directory itself (then
+/// it, followed by its older siblings), or a run directory or its `checkpoints` directory
+/// (then the checkpoint `latest` names, followed by every older one). Checkpoints numbered
+/// past `latest` were never committed by it (a crash between the rename and `latest`, or an
+/// abandoned continuation) and are not tried. When `latest` is missing or names nothing,
+/// every checkpoint is a candidate, newest first.
+pub fn candidates(path: &Path) -> Result<Candidates, CheckpointError> {
+    let own_step = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(retention::step_of);
+    if let (Some(step), Some(parent)) = (own_step, path.parent())
+        && (path.is_dir() || parent.join("latest").is_file())
+    {
+        let mut dirs = vec![path.to_path_buf()];
+        dirs.extend(
+            retention::list(parent)?
+                .into_iter()
+                .filter(|(s, _)| *s < step)
+                .map(|(_, d)| d),
+        );
+        return Ok(Candidates { dirs, note: None });
+    }
     if path.join("state.json").is_file() {
-        return Ok(path.to_path_buf());
+        return Ok(Candidates {
+            dirs: vec![path.to_path_buf()],
+            note: None,
+        });
     }
     for root in [path.to_path_buf(), path.join("checkpoints")] {
         let latest = root.join("latest");
-        if latest.is_file() {
-            let name = std::fs::read_to_string(&latest).map_err(|e| io_err(&latest, e))?;
-            let dir = root.join(name.trim());
-            if dir.join("state.json").is_file() {
-                return Ok(dir);
+        let all = retention::list(&root)?;
+        if !latest.is_file() && all.is_empty() {
+            continue;
+        }
+        let named = std::fs::read_to_string(&latest)
+            .ok()
+            .map(|n| n.trim().to_string());
+        let named_step = named.as_deref().and_then(retention::step_of);
+        let (dirs, note) = match named_step {
+            Some(top) => {
+                let mut dirs: Vec<PathBuf> = Vec::new();
+                let name = named.clone().unwrap_or_default();
+                let note = if root.join(&name).is_dir() {
+                    dirs.push(root.join(&name));
+                    None
+                } else {
+                    Some(format!(
+                        "{} names `{name}`, which does not exist",
+                        latest.display()
+                    ))
+                };
+                dirs.extend(all.into_iter().filter(|(s, _)| *s < top).map(|(_, d)| d));
+                (dirs, note)
             }
+            None => {
+                let why = match &named {
+                    Some(n) => format!("{} names `{n}`, not a checkpoint", latest.display()),
+                    None => format!("{} is missing or unreadable", latest.display()),
+                };
+                (all.into_iter().map(|(_, d)| d).collect(), Some(why))
+            }
+        };
+        if dirs.is_empty() {
             return Err(CheckpointError::Invalid(format!(
-                "{} names checkpoint `{}`, which has no state.json",
-                latest.display(),
-                name.trim()
+                "{}: no checkpoint to resume from{}",
+                root.display(),
+                note.map(|n| format!(" ({n})")).unwrap_or_default()
             )));
         }
+        return Ok(Candidates { dirs, note });
     }
     Err(CheckpointError::Invalid(format!(
-        "{} is not a checkpoint (no state.json) nor a run directory with checkpoints/latest",
+        "{} is not a checkpoint (no state.json) nor a run directory with checkpoints",
         path.display()
     )))
 }
 
-/// Load the checkpoint at (or named by) `path` onto `device`.
-pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
-    let dir = resolve(path)?;
+/// Load checkpoint directory `dir` onto `device`: the manifest is verified first (every byte
+/// as written), then every file is parsed. What the contents must mean for a graph is checked
+/// by the caller.
+pub fn load_dir(dir: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
+    if !dir.is_dir() {
+        return Err(CheckpointError::Invalid(format!(
+            "{} does not exist",
+            dir.display()
+        )));
+    }
+    manifest::verify(dir)?;
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?;
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| io_err(&state_path, e))?;
@@ -229,6 +339,10 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
             state.format
         )));
     }
+    state
+        .rng
+        .restore()
+        .map_err(|e| io_err(&state_path, format!("rng: {e}")))?;
     let mut model_dirs = HashMap::new();
     for m in &state.models {
         let p = dir.join(m);
@@ -242,7 +356,7 @@ pub fn load(path: &Path, device: &Device) -> Result<Loaded, CheckpointError> {
     let p = dir.join("metrics.jsonl");
     let metrics = crate::output::read_metrics(&p).map_err(|e| io_err(&p, e))?;
     Ok(Loaded {
-        dir,
+        dir: dir.to_path_buf(),
         state,
         model_dirs,
         optimizer,
@@ -313,7 +427,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dir, root.join("step-000003"));
-        let loaded = load(&root, &dev).unwrap();
+        let loaded = load_dir(&candidates(&root).unwrap().dirs[0], &dev).unwrap();
         assert_eq!(loaded.state, state);
         assert_eq!(loaded.metrics, metrics);
         let back =
@@ -337,7 +451,8 @@ mod tests {
         assert_eq!(a, b);
         let got: Vec<f32> = loaded.optimizer["m.w"].to_vec1().unwrap();
         assert_eq!(got, vec![1.0, 2.0]);
-        assert!(load(&root.join("nothing"), &dev).is_err());
+        assert!(candidates(&root.join("nothing")).is_err());
+        assert!(load_dir(&root.join("nothing"), &dev).is_err());
         let _ = std::fs::remove_dir_all(&root);
     }
 }
