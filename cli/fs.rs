@@ -29,25 +29,12 @@ pub fn canonical_on_disk(path: &str) -> Option<String> {
     })
 }
 
-/// Files larger than this are refused rather than read into memory.
-const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
-
 impl FileSystem for OsFs {
     fn read_to_string(&self, path: &str) -> Result<String, FsError> {
-        let p = Path::new(path);
-        let meta = std::fs::metadata(p).map_err(io_error)?;
-        if meta.is_dir() {
-            return Err(FsError::IsDirectory);
-        }
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(FsError::Other(format!(
-                "file is larger than {MAX_FILE_BYTES} bytes"
-            )));
-        }
-        let bytes = std::fs::read(p).map_err(io_error)?;
-        String::from_utf8(bytes).map_err(|e| FsError::InvalidUtf8 {
-            valid_up_to: e.utf8_error().valid_up_to(),
-        })
+        post_compiler::os::text(post_graph::files::read_regular(
+            Path::new(path),
+            post_graph::files::MAX_SOURCE_BYTES,
+        ))
     }
 
     fn is_file(&self, path: &str) -> bool {
@@ -66,28 +53,17 @@ impl FileSystem for OsFs {
         self.allow_read.clone()
     }
 
-    fn read_head(&self, path: &str, max_lines: usize) -> Result<Vec<String>, FsError> {
-        use std::io::BufRead;
-        let f = std::fs::File::open(path).map_err(io_error)?;
-        let mut out = Vec::new();
-        // Bounded: a JSONL check never reads more than the first lines (each at most 1 MiB).
-        for line in std::io::BufReader::new(f).lines().take(max_lines) {
-            let line = line.map_err(io_error)?;
-            if line.len() > 1 << 20 {
-                return Err(FsError::Other("a record line is longer than 1 MiB".into()));
-            }
-            out.push(line);
-        }
-        Ok(out)
+    fn exists(&self, path: &str) -> bool {
+        Path::new(path).exists()
     }
-}
 
-fn io_error(e: std::io::Error) -> FsError {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => FsError::NotFound,
-        std::io::ErrorKind::IsADirectory => FsError::IsDirectory,
-        std::io::ErrorKind::InvalidData => FsError::InvalidUtf8 { valid_up_to: 0 },
-        _ => FsError::Other(e.to_string()),
+    fn file_len(&self, path: &str) -> Option<u64> {
+        std::fs::metadata(path).ok().map(|m| m.len())
+    }
+
+    fn read_head(&self, path: &str, max_lines: usize) -> Result<Vec<String>, FsError> {
+        post_graph::files::read_head(Path::new(path), max_lines)
+            .map_err(post_compiler::os::fs_error)
     }
 }
 

@@ -121,3 +121,99 @@ fn fmt_rewrites_files_and_keeps_comments() {
     assert_eq!(code(&post(&["fmt", "--check", path])), 0);
     let _ = std::fs::remove_file(f);
 }
+
+/// An error at column 70,000: miette's label padding is a formatting width, which Rust limits
+/// to 65,535, so `check`, `fmt` and `run` used to panic. Long lines are shown as a window.
+#[test]
+fn an_error_far_right_on_a_line_is_rendered_not_a_panic() {
+    let f = scratch("col70000.post");
+    std::fs::write(
+        &f,
+        format!(
+            "experiment e {{\n  model policy = preset(\"tiny\")\n{}seed = = 1\n}}\n",
+            " ".repeat(69_993)
+        ),
+    )
+    .expect("write");
+    let path = f.to_string_lossy().to_string();
+    let out_dir = scratch("col70000-run").to_string_lossy().to_string();
+    for args in [
+        vec!["check", path.as_str()],
+        vec!["fmt", "--check", path.as_str()],
+        vec!["run", path.as_str(), "--dry-run", "--out", out_dir.as_str()],
+    ] {
+        let o = post(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(code(&o), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(err.contains("col70000.post:3:70001"), "{args:?}: {err}");
+        assert!(err.contains("(column 70001)"), "{args:?}: {err}");
+        // The window, not the whole line.
+        assert!(err.len() < 5_000, "{args:?}: {} bytes", err.len());
+    }
+}
+
+const SIZES_HEAD: &str =
+    "use std.objectives.{sft, grpo}\n\nexperiment e {\n  model policy = preset(\"tiny\")\n";
+
+fn stage_with(data: &str, batch: &str, extra: &str) -> String {
+    format!(
+        "{SIZES_HEAD}  data train = {data}\n{extra}  stage s {{\n    data = train\n    steps = 10\n    batch = {batch}\n    objective = sft(train.solution)\n  }}\n}}\n"
+    )
+}
+
+/// Sizes that used to overflow or abort allocating are refused by `post check`, with the
+/// limit in the message; so are data paths that are not regular files and a regex whose
+/// compiled program is too large (it took 73 s at run time).
+#[test]
+fn absurd_sizes_devices_and_huge_patterns_are_refused_by_check() {
+    let task = "task(\"arith\", difficulty = 2)";
+    let cases = [
+        (
+            "batch",
+            stage_with(task, "4611686018427387904 sequences", ""),
+            "is more than the limit of 1048576",
+        ),
+        (
+            "task size",
+            stage_with(
+                "task(\"arith\", difficulty = 2, size = 1e12)",
+                "8 sequences",
+                "",
+            ),
+            "a task of 1000000000000 records is more than the limit of 10000000",
+        ),
+        (
+            "device",
+            stage_with(
+                "jsonl(\"/dev/zero\", prompt = \"q\", solution = \"a\")",
+                "8 sequences",
+                "",
+            ),
+            "is not a regular file (a device, pipe or socket)",
+        ),
+        (
+            "regex",
+            stage_with(
+                task,
+                "8 sequences",
+                "  reward r(s) = if matches(s.completion, \"a{100000}\") then 1 else 0\n",
+            ),
+            "the pattern is too large once compiled",
+        ),
+    ];
+    for (what, src, expected) in cases {
+        let f = scratch(&format!("limits-{}.post", what.replace(' ', "-")));
+        std::fs::write(&f, src).expect("write");
+        let start = std::time::Instant::now();
+        let o = post(&["check", &f.to_string_lossy()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(code(&o), 1, "{what}: {err}");
+        assert!(err.contains(expected), "{what}: {err}");
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "{what}: {:?}",
+            start.elapsed()
+        );
+    }
+}

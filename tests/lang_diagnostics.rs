@@ -105,6 +105,19 @@ fn every_code_has_a_snapshot() {
     assert!(c.diagnostics.iter().any(|d| d.code == "E0002"));
     covered.insert("E0002".into());
     insta::assert_snapshot!("E0002", render_all(&c));
+    // E0007: only the cut notice is snapshotted; the 100 diagnostics before it are E0001s.
+    let many: String = (0..102)
+        .map(|i| format!("const a{i} = 1\nconst b{i} = = 1\n"))
+        .collect();
+    let c = compile_source(&fs, "example.post", many);
+    let last = c.diagnostics.last().expect("diagnostics");
+    assert_eq!(last.code, "E0007");
+    assert_eq!(c.diagnostics.len(), 101);
+    covered.insert("E0007".into());
+    insta::assert_snapshot!(
+        "E0007",
+        diagnostics::render(last, &c.path, &c.source, false)
+    );
     let c = compile(&MemoryFs::new(), "missing.post");
     assert!(c.diagnostics.iter().any(|d| d.code == "E0003"));
     covered.insert("E0003".into());

@@ -91,6 +91,38 @@ impl Diagnostic {
     }
 }
 
+/// Most diagnostics reported for one file; the rest are cut and counted in one E0007 (a file
+/// of garbage would otherwise print without end, and an editor would choke on the list).
+pub const MAX_DIAGNOSTICS: usize = 100;
+
+/// Keep the first [`MAX_DIAGNOSTICS`] of `diagnostics` (already in reporting order) and replace
+/// the rest with one E0007 counting them, an error when any cut one was an error (so an exit
+/// status or a "no errors" summary never depends on which were shown).
+pub fn cap(diagnostics: &mut Vec<Diagnostic>) {
+    if diagnostics.len() <= MAX_DIAGNOSTICS {
+        return;
+    }
+    let cut = diagnostics.split_off(MAX_DIAGNOSTICS);
+    let errors = cut.iter().filter(|d| d.is_error()).count();
+    let first = cut[0].primary.span;
+    let mut d = Diagnostic::warning(
+        Code::E0007,
+        format!(
+            "{} more diagnostic{} not shown ({errors} error{}); only the first {MAX_DIAGNOSTICS} are reported",
+            cut.len(),
+            if cut.len() == 1 { "" } else { "s" },
+            if errors == 1 { "" } else { "s" },
+        ),
+        Span::new(first.start as usize, first.start as usize),
+        "the first one not shown is here",
+    )
+    .with_help("fix the diagnostics above and check again; the rest are reported then");
+    if errors > 0 {
+        d.severity = Severity::Error;
+    }
+    diagnostics.push(d);
+}
+
 /// Declares [`Code`] with its one-line titles, in the order spec/language.md lists them.
 macro_rules! codes {
     ($($code:ident => $title:expr,)*) => {
@@ -129,6 +161,7 @@ codes! {
     E0004 => "nesting too deep",
     E0005 => "invalid string escape",
     E0006 => "invalid number",
+    E0007 => "too many diagnostics",
     E0101 => "unresolved name",
     E0102 => "duplicate definition",
     E0103 => "unknown argument or setting",

@@ -11,7 +11,11 @@ pub const WIDTH: usize = 100;
 pub fn format(src: &str) -> Result<String, Vec<Diagnostic>> {
     let parsed = syntax::parse(src);
     if !parsed.errors.is_empty() {
-        return Err(parsed.errors.iter().map(|e| e.to_diagnostic()).collect());
+        let mut diagnostics: Vec<Diagnostic> =
+            parsed.errors.iter().map(|e| e.to_diagnostic()).collect();
+        diagnostics.sort_by_key(|d| (d.primary.span.start, d.code));
+        crate::diagnostic::cap(&mut diagnostics);
+        return Err(diagnostics);
     }
     let mut f = F {
         src,

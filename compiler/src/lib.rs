@@ -19,6 +19,7 @@ pub mod check;
 pub mod diagnostic;
 pub mod fmt;
 pub mod ide;
+pub mod os;
 pub mod span;
 pub mod stdlib;
 pub mod suggest;
@@ -63,6 +64,15 @@ pub trait FileSystem {
     fn read_to_string(&self, path: &str) -> Result<String, FsError>;
     fn is_file(&self, path: &str) -> bool;
     fn is_dir(&self, path: &str) -> bool;
+    /// Whether anything is at `path`: a file, a directory, or a device, pipe or socket (which
+    /// are neither, and must not be read as data).
+    fn exists(&self, path: &str) -> bool {
+        self.is_file(path) || self.is_dir(path)
+    }
+    /// The size in bytes of the file at `path`, when known.
+    fn file_len(&self, _path: &str) -> Option<u64> {
+        None
+    }
     /// The first `max_lines` lines of a text file (JSONL field checks read only these).
     fn read_head(&self, path: &str, max_lines: usize) -> Result<Vec<String>, FsError> {
         let text = self.read_to_string(path)?;
@@ -232,5 +242,6 @@ pub fn diagnose(
     diagnostics.extend(check_diags);
     diagnostics.sort_by_key(|d| (d.primary.span.start, d.code));
     let graph = graph.filter(|_| !diagnostics.iter().any(Diagnostic::is_error));
+    diagnostic::cap(&mut diagnostics);
     (graph, diagnostics)
 }

@@ -215,3 +215,80 @@ fn hostile_inputs_never_panic() {
         }
     }
 }
+
+/// Check `src` and return how long it took. Every diagnostic must point inside the text.
+fn timed_check(src: &str) -> (std::time::Duration, post_compiler::Compilation) {
+    let fs = common::fixture_fs();
+    let t = std::time::Instant::now();
+    let c = compile_source(&fs, "x.post", src.to_string());
+    (t.elapsed(), c)
+}
+
+/// Unclosed blocks used to make the parser retry every enclosing block line by line: time
+/// doubled with each level (20 levels took 4 s). At 90 levels (just inside the nesting limit)
+/// exponential time would never finish; linear parsing takes milliseconds. The bound is
+/// generous for a loaded machine and still 2^70 times below the old behaviour.
+#[test]
+fn unclosed_blocks_check_in_linear_time() {
+    let mut src = String::from("experiment e {\n  model policy = preset(\"tiny\")\n");
+    for i in 0..90 {
+        src.push_str(&format!("  stage s{i} {{\n    steps = 10\n"));
+        if i == 0 {
+            src.push_str("    x = = 1\n");
+        }
+    }
+    let (took, c) = timed_check(&src);
+    assert!(took.as_secs() < 2, "90 unclosed blocks took {took:?}");
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.code == "E0001" && d.message == "`stage s89` is never closed"),
+        "{:#?}",
+        c.diagnostics
+    );
+    // Each block is reported where it opens, and the broken lines inside are still found.
+    let (_, c) = timed_check(&src[..src.find("  stage s1 ").unwrap()]);
+    let messages: Vec<String> = c.diagnostics.iter().map(|d| d.message.clone()).collect();
+    assert!(
+        messages.contains(&"`experiment e` is never closed".to_string()),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"`stage s0` is never closed".to_string()),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&"syntax error".to_string()),
+        "{messages:?}"
+    );
+    // Every example with its closing braces removed: the measured case (a real file whose
+    // 16 stages lost their `}` took 4.6 s).
+    for (name, text) in common::post_files("examples") {
+        let (took, c) = timed_check(&text.replace('}', ""));
+        assert!(took.as_secs() < 2, "{name} without `}}` took {took:?}");
+        assert!(c.has_errors(), "{name}");
+    }
+}
+
+/// A file of nothing but broken lines reports the first 100 diagnostics and one E0007 counting
+/// the rest (a 51 KB file used to print 1 GB of errors), and the re-parse behind each message
+/// stops at the cap, so such a file is also checked quickly.
+#[test]
+fn diagnostics_are_capped_per_file() {
+    let src: String = (0..5000)
+        .map(|i| format!("const ok{i} = 1\nconst bad{i} = = {i}\n"))
+        .collect();
+    let (took, c) = timed_check(&src);
+    assert!(took.as_secs() < 5, "took {took:?}");
+    let max = post_compiler::diagnostic::MAX_DIAGNOSTICS;
+    assert_eq!(c.diagnostics.len(), max + 1, "{:#?}", &c.diagnostics[..3]);
+    let last = c.diagnostics.last().unwrap();
+    assert_eq!(last.code, "E0007");
+    assert!(last.is_error(), "cut errors keep the file failing");
+    assert_eq!(
+        last.message,
+        format!("4900 more diagnostics not shown (4900 errors); only the first {max} are reported")
+    );
+    let formatted = format(&src).unwrap_err();
+    assert_eq!(formatted.len(), max + 1);
+}

@@ -20,9 +20,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 mod expr;
+pub mod files;
 mod hash;
 pub mod hf_files;
 pub mod paths;
+pub mod pattern;
 pub mod presets;
 pub mod scalar;
 pub mod support;
@@ -159,6 +161,14 @@ pub struct DataNode {
     /// Applied in order to every record after loading.
     pub transforms: Vec<Transform>,
 }
+
+/// Largest batch of a stage, in records (prompts, sequences or completions): batches are held
+/// in memory whole, and a batch such as `2^62` overflowed the sizes computed from it.
+pub const MAX_BATCH: usize = 1 << 20;
+
+/// Largest JSONL data file read (4 GiB), by `post check` and by the runtime: a bigger one is
+/// refused with its name rather than exhausting memory.
+pub const MAX_DATA_FILE_BYTES: u64 = 4 << 30;
 
 /// Every record is a map of named text fields. Canonical field names used by the stdlib:
 /// `prompt`, `solution` (an expert trace, steps separated by newlines), `answer`, `chosen`,

@@ -3,6 +3,11 @@
 //! generators in `post_runtime::tasks`) read, so `post check` and `post run` cannot disagree
 //! about what a task accepts.
 
+/// Most records a built-in task generates (`task(size = ...)`): every record is held in memory,
+/// so a size such as `1e12` is refused by `post check` and the runtime rather than aborting the
+/// process while the records are generated.
+pub const MAX_TASK_SIZE: usize = 10_000_000;
+
 /// One built-in task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskSpec {

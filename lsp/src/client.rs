@@ -85,6 +85,14 @@ impl Client {
             .map_err(|e| format!("cannot write to the server: {e}"))
     }
 
+    /// Write raw bytes to the server, framing and all (tests of malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stdin
+            .write_all(bytes)
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("cannot write to the server: {e}"))
+    }
+
     pub fn notify(&mut self, method: &str, params: Value) -> Result<(), String> {
         self.send(&json!({ "jsonrpc": "2.0", "method": method, "params": params }))
     }
@@ -103,6 +111,20 @@ impl Client {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }))?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let m = self.recv(deadline)?;
+            if m.get("id") == Some(&json!(id)) && m.get("method").is_none() {
+                return Ok(m);
+            }
+            if m.get("method").is_some() && m.get("id").is_none() {
+                self.notifications.push(m);
+            }
+        }
+    }
+
+    /// Wait for the response to request `id` (one sent with [`Client::send_raw`]).
+    pub fn wait_for_response(&mut self, id: i64) -> Result<Value, String> {
         let deadline = Instant::now() + self.timeout;
         loop {
             let m = self.recv(deadline)?;

@@ -13,23 +13,21 @@
 //! 4. The standard library's sources are written to a cache directory ([`stdlib_files`]) so
 //!    "go to definition" can open them in any editor.
 //! 5. Every handler runs under `catch_unwind`: a bug answers one request with an error and a log
-//!    message, and the server keeps serving.
+//!    message, and the server keeps serving. Malformed input (bad framing, invalid JSON or
+//!    UTF-8, messages of the wrong shape) is logged and skipped by the [`transport`].
 
 pub mod client;
 pub mod convert;
 pub mod overlay;
 pub mod server;
 pub mod stdlib_files;
+pub mod transport;
 pub mod uri;
 
 pub use server::{Config, serve};
 
-/// Serve on stdin/stdout until the client says `exit`.
+/// Serve on stdin/stdout until the client says `exit`. Malformed input is logged and skipped
+/// ([`transport`]), never the end of the session.
 pub fn run_stdio() -> Result<(), String> {
-    let (connection, io_threads) = lsp_server::Connection::stdio();
-    let result = serve(connection, Config::from_env());
-    io_threads
-        .join()
-        .map_err(|e| format!("language server I/O failed: {e}"))?;
-    result
+    transport::run_stdio(Config::from_env())
 }

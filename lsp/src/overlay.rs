@@ -1,7 +1,7 @@
 //! The file system the compiler sees inside the server: open buffers laid over the disk.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::path::Path;
 
 use post_compiler::{FileSystem, FsError};
 
@@ -10,35 +10,34 @@ pub struct Overlay<'a> {
     pub buffers: &'a HashMap<String, String>,
 }
 
-fn io_error(e: std::io::Error) -> FsError {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => FsError::NotFound,
-        std::io::ErrorKind::IsADirectory => FsError::IsDirectory,
-        std::io::ErrorKind::InvalidData => FsError::InvalidUtf8 { valid_up_to: 0 },
-        _ => FsError::Other(e.to_string()),
-    }
-}
-
 impl FileSystem for Overlay<'_> {
     fn read_to_string(&self, path: &str) -> Result<String, FsError> {
         if let Some(t) = self.buffers.get(path) {
             return Ok(t.clone());
         }
-        if std::path::Path::new(path).is_dir() {
-            return Err(FsError::IsDirectory);
-        }
-        let bytes = std::fs::read(path).map_err(io_error)?;
-        String::from_utf8(bytes).map_err(|e| FsError::InvalidUtf8 {
-            valid_up_to: e.utf8_error().valid_up_to(),
-        })
+        post_compiler::os::text(post_graph::files::read_regular(
+            Path::new(path),
+            post_graph::files::MAX_SOURCE_BYTES,
+        ))
     }
 
     fn is_file(&self, path: &str) -> bool {
-        self.buffers.contains_key(path) || std::path::Path::new(path).is_file()
+        self.buffers.contains_key(path) || Path::new(path).is_file()
     }
 
     fn is_dir(&self, path: &str) -> bool {
-        std::path::Path::new(path).is_dir()
+        Path::new(path).is_dir()
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.buffers.contains_key(path) || Path::new(path).exists()
+    }
+
+    fn file_len(&self, path: &str) -> Option<u64> {
+        match self.buffers.get(path) {
+            Some(t) => Some(t.len() as u64),
+            None => std::fs::metadata(path).ok().map(|m| m.len()),
+        }
     }
 
     /// Resolved on disk, as `post check` resolves it, so the editor reports the same E0506.
@@ -55,11 +54,7 @@ impl FileSystem for Overlay<'_> {
         if let Some(t) = self.buffers.get(path) {
             return Ok(t.lines().take(max_lines).map(str::to_string).collect());
         }
-        let f = std::fs::File::open(path).map_err(io_error)?;
-        let mut out = Vec::new();
-        for line in BufReader::new(f).lines().take(max_lines) {
-            out.push(line.map_err(io_error)?);
-        }
-        Ok(out)
+        post_graph::files::read_head(Path::new(path), max_lines)
+            .map_err(post_compiler::os::fs_error)
     }
 }

@@ -120,9 +120,9 @@ fn capabilities() -> lt::ServerCapabilities {
 /// Run the server on a connection until `exit`.
 pub fn serve(conn: Connection, mut config: Config) -> Result<(), String> {
     let caps = serde_json::to_value(capabilities()).map_err(|e| e.to_string())?;
-    let init = conn
-        .initialize(caps)
-        .map_err(|e| format!("initialization failed: {e}"))?;
+    let Some(init) = initialize(&conn, caps) else {
+        return Ok(());
+    };
     // `initializationOptions.debounceMs` tunes the quiet time (0: diagnostics right away).
     if let Some(ms) = init
         .get("initializationOptions")
@@ -141,6 +141,34 @@ pub fn serve(conn: Connection, mut config: Config) -> Result<(), String> {
         shutdown: false,
     };
     server.run()
+}
+
+/// The `initialize` handshake, tolerant of anything before it: other requests are refused
+/// (`ServerNotInitialized`), notifications and malformed input ignored. `None` when the client
+/// leaves (or says `exit`) first. `initialized` is not waited for: it is an ordinary
+/// notification of the main loop, so a client that sends something else first is still served.
+fn initialize(conn: &Connection, caps: serde_json::Value) -> Option<serde_json::Value> {
+    loop {
+        match conn.receiver.recv().ok()? {
+            Message::Request(req) if req.method == lt::request::Initialize::METHOD => {
+                let result = serde_json::json!({ "capabilities": caps });
+                let _ = conn.sender.send(Response::new_ok(req.id, result).into());
+                return Some(req.params);
+            }
+            Message::Request(req) => {
+                let _ = conn.sender.send(
+                    Response::new_err(
+                        req.id,
+                        ErrorCode::ServerNotInitialized as i32,
+                        "the server is not initialized yet".into(),
+                    )
+                    .into(),
+                );
+            }
+            Message::Notification(n) if n.method == lt::notification::Exit::METHOD => return None,
+            Message::Notification(_) | Message::Response(_) => {}
+        }
+    }
 }
 
 impl Server {
@@ -190,10 +218,37 @@ impl Server {
                     if n.method == lt::notification::Exit::METHOD {
                         return Ok(());
                     }
+                    if n.method == crate::transport::BAD_MESSAGE {
+                        self.bad_message(&n.params);
+                        continue;
+                    }
                     self.notification(n);
                 }
                 Message::Response(_) => {}
             }
+        }
+    }
+
+    /// Input the transport could not use: logged, and answered when it carried a request id
+    /// (the client would otherwise wait for that answer forever).
+    fn bad_message(&self, params: &serde_json::Value) {
+        let why = params["message"].as_str().unwrap_or("malformed message");
+        self.log(
+            lt::MessageType::WARNING,
+            format!("post lsp: ignored malformed input: {why}"),
+        );
+        let id: Option<lsp_server::RequestId> = match &params["id"] {
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .and_then(|i| i32::try_from(i).ok())
+                .map(Into::into),
+            serde_json::Value::String(s) => Some(s.clone().into()),
+            _ => None,
+        };
+        if let Some(id) = id {
+            self.send(
+                Response::new_err(id, ErrorCode::InvalidRequest as i32, why.to_string()).into(),
+            );
         }
     }
 

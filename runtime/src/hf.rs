@@ -282,6 +282,27 @@ fn ignorable(name: &str, cfg: &ModelConfig) -> bool {
 /// tokenizer (whose vocabulary must fit the model's).
 pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<HfModel, HfError> {
     let (config, options) = load_config(dir)?;
+    // The run's memory check comes after loading; parameters that cannot fit in memory would
+    // abort the process while being allocated, so they are refused here, naming config.json.
+    let bytes = crate::model::presets::checked_parameter_count(&config, options.attention_bias)
+        .and_then(|n| n.checked_mul(dtype.size_in_bytes() as u64));
+    if let (Some(bytes), Some(available)) = (bytes, crate::memory::available_memory_bytes())
+        && bytes > available
+    {
+        return Err(err(
+            &dir.join("config.json"),
+            format!(
+                "the model's parameters alone need {} but only {} is available (vocab_size {}, \
+                 hidden_size {}, intermediate_size {}, num_hidden_layers {})",
+                crate::memory::human_bytes(bytes),
+                crate::memory::human_bytes(available),
+                config.vocab_size,
+                config.hidden_size,
+                config.intermediate_size,
+                config.num_layers
+            ),
+        ));
+    }
     let varmap = VarMap::new();
     // Zero-filled variables: every one is overwritten from the files below (a missing one is
     // an error), so drawing random values first would only cost time.
@@ -447,4 +468,32 @@ pub fn save(dir: &Path, model: &Transformer, tokenizer: Option<&Tokenizer>) -> R
         t.save(dir)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `hidden_size = 2^20` aborted the process allocating the embedding; the parameter count is
+    /// now checked (without overflow) before anything is allocated, naming the sizes.
+    #[test]
+    fn absurd_dimensions_are_refused_before_allocation() {
+        let mut v = json!({
+            "model_type": "llama", "vocab_size": 32000, "hidden_size": 1u64 << 20,
+            "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "max_position_embeddings": 2048,
+        });
+        let e = parse_config(&v).unwrap_err();
+        assert!(
+            e.contains("more than the limit") && e.contains("hidden_size 1048576"),
+            "{e}"
+        );
+        v["hidden_size"] = json!(1u64 << 40);
+        v["num_attention_heads"] = json!(1);
+        let e = parse_config(&v).unwrap_err();
+        assert!(e.contains("overflows 64 bits"), "{e}");
+        v["hidden_size"] = json!(4096);
+        v["num_attention_heads"] = json!(32);
+        assert!(parse_config(&v).is_ok());
+    }
 }

@@ -163,9 +163,10 @@ fn regex(pattern: &str) -> Result<Regex, RewardError> {
     if let Some(r) = map.get(pattern) {
         return Ok(r.clone());
     }
-    let r = Regex::new(pattern).map_err(|e| RewardError::Regex {
+    // The compiler's check uses the same helper, so a checked pattern always compiles here.
+    let r = post_graph::pattern::compile_regex(pattern).map_err(|message| RewardError::Regex {
         pattern: pattern.to_string(),
-        message: e.to_string(),
+        message,
     })?;
     map.insert(pattern.to_string(), r.clone());
     Ok(r)

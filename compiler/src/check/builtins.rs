@@ -477,6 +477,27 @@ pub fn coerce(c: &mut Checker, v: Value, t: T, span: Span) -> Option<Value> {
         }
         T::Batch => match v {
             Value::Quantity(x, u @ (Unit::Prompts | Unit::Sequences | Unit::Completions)) => {
+                if x > post_graph::MAX_BATCH as f64 {
+                    c.err(
+                        Diagnostic::error(
+                            Code::E0401,
+                            format!(
+                                "a batch of {} {} is more than the limit of {}",
+                                fmt_num(x),
+                                u.name(),
+                                post_graph::MAX_BATCH
+                            ),
+                            span,
+                            "too large",
+                        )
+                        .with_help(format!(
+                            "a batch is held in memory whole: write at most `{} {}`",
+                            post_graph::MAX_BATCH,
+                            u.name()
+                        )),
+                    );
+                    return None;
+                }
                 if x.fract() != 0.0 || x < 1.0 {
                     c.err(
                         Diagnostic::error(
@@ -846,6 +867,26 @@ fn build(c: &mut Checker, name: &str, b: &Bound, span: Span) -> Option<Value> {
                 );
                 return None;
             }
+            let size = b.num("size");
+            if size > post_graph::tasks::MAX_TASK_SIZE as f64 {
+                c.err(
+                    Diagnostic::error(
+                        Code::E0401,
+                        format!(
+                            "a task of {} records is more than the limit of {}",
+                            fmt_num(size),
+                            post_graph::tasks::MAX_TASK_SIZE
+                        ),
+                        b.span("size").unwrap_or(span),
+                        "too many records",
+                    )
+                    .with_help(format!(
+                        "every record is held in memory: pick a size up to {}",
+                        post_graph::tasks::MAX_TASK_SIZE
+                    )),
+                );
+                return None;
+            }
             let split = if b.str("split") == "test" {
                 Split::Test
             } else {
@@ -1179,6 +1220,24 @@ fn jsonl(
     } else {
         Some(fields.keys().cloned().collect())
     };
+    let too_big =
+        c.fs.file_len(&resolved)
+            .filter(|&n| n > post_graph::MAX_DATA_FILE_BYTES);
+    if let Some(n) = too_big.filter(|_| c.fs.is_file(&resolved)) {
+        c.err(
+            Diagnostic::error(
+                Code::E0502,
+                format!(
+                    "data file `{file}` (`{resolved}`) is {n} bytes, over the limit of {} bytes",
+                    post_graph::MAX_DATA_FILE_BYTES
+                ),
+                file_span,
+                "too large",
+            )
+            .with_help("split the data into smaller files, or take a part of it with `head`"),
+        );
+        return None;
+    }
     if c.fs.is_file(&resolved) {
         match c.fs.read_head(&resolved, 5) {
             Ok(lines) => {
@@ -1268,6 +1327,9 @@ fn jsonl(
     } else {
         let what = if c.fs.is_dir(&resolved) {
             "is a directory, not a JSONL file"
+        } else if c.fs.exists(&resolved) {
+            // `/dev/zero` would be read without end, a named pipe would block the run.
+            "is not a regular file (a device, pipe or socket), so it cannot be read as data"
         } else {
             "does not exist"
         };

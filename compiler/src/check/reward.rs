@@ -532,9 +532,9 @@ fn call(
     }
 }
 
-/// Compile the regular expression with the engine and settings the runtime's reward
-/// evaluator uses (`regex::Regex::new`), so a pattern passes `post check` exactly when
-/// `post run` accepts it.
+/// Compile the regular expression exactly as the runtime's reward evaluator does (one shared
+/// helper, with bounded sizes), so a pattern passes `post check` exactly when `post run`
+/// accepts it.
 fn check_regex(p: &str) -> Result<(), String> {
-    regex::Regex::new(p).map(|_| ()).map_err(|e| e.to_string())
+    post_graph::pattern::compile_regex(p).map(|_| ())
 }

@@ -40,6 +40,11 @@ pub enum SyntaxError {
         span: Span,
         text: String,
     },
+    /// A block's `{` (at `open`) with no matching `}`: the block runs to the end of the file.
+    Unclosed {
+        open: Span,
+        block: String,
+    },
 }
 
 impl SyntaxError {
@@ -71,6 +76,15 @@ impl SyntaxError {
                 "invalid number",
             )
             .with_help("write a finite decimal number such as `0.5`, `3e-4` or `1000`"),
+            SyntaxError::Unclosed { open, block } => Diagnostic::error(
+                Code::E0001,
+                format!("`{block}` is never closed"),
+                *open,
+                "this `{` has no matching `}`",
+            )
+            .with_help(
+                "close the block with `}`; everything after this `{` was read as part of it",
+            ),
         }
     }
 }
@@ -327,7 +341,7 @@ impl<'a> Builder<'a> {
         let mut last_was_error = false;
         for p in pairs {
             let item = match p.as_rule() {
-                Rule::EOI => continue,
+                Rule::EOI | Rule::unclosed => continue,
                 Rule::top_error | Rule::member_error => {
                     let mut span = span_of(&p);
                     // An item that parsed only up to a broken rest of its line (`x = f(` ...) is
@@ -367,6 +381,15 @@ impl<'a> Builder<'a> {
     }
 
     fn report_line(&mut self, p: &Pair<Rule>, top: bool) {
+        // Past the cap the diagnostics are cut anyway (`crate::diagnose`); skipping the re-parse
+        // keeps a file of many broken lines linear rather than (lines x file size).
+        if self.errors.len() >= crate::diagnostic::MAX_DIAGNOSTICS {
+            self.errors.push(SyntaxError::Unexpected {
+                span: span_of(p),
+                message: "unexpected input".to_string(),
+            });
+            return;
+        }
         let start = p.as_span().start();
         let text = p.as_str();
         let rule = if top {
@@ -448,8 +471,12 @@ impl<'a> Builder<'a> {
             match c.as_rule() {
                 Rule::ident => name = Some(self.ident(c)),
                 Rule::body => {
-                    let end = span_of(&c).end as usize;
-                    close = Span::new(end.saturating_sub(1), end);
+                    let what = format!(
+                        "{} {}",
+                        kind.keyword(),
+                        name.as_ref().map_or("", |n: &Ident| n.name.as_str())
+                    );
+                    close = self.close_of(&c, what);
                     items = self.items(c.into_inner(), false);
                 }
                 _ => {}
@@ -462,6 +489,25 @@ impl<'a> Builder<'a> {
             close,
             span,
         })
+    }
+
+    /// The closing `}` of a `body`; for an unclosed one, an empty span at the end of the file
+    /// and an [`SyntaxError::Unclosed`] naming the block (`what`).
+    fn close_of(&mut self, body: &Pair<Rule>, what: String) -> Span {
+        let unclosed = body
+            .clone()
+            .into_inner()
+            .any(|c| c.as_rule() == Rule::unclosed);
+        if unclosed {
+            let open = body.as_span().start();
+            self.errors.push(SyntaxError::Unclosed {
+                open: Span::new(open, open + 1),
+                block: what.trim_end().to_string(),
+            });
+            return Span::new(self.src.len(), self.src.len());
+        }
+        let end = span_of(body).end as usize;
+        Span::new(end.saturating_sub(1), end)
     }
 
     fn stage(&mut self, p: Pair<Rule>) -> Option<Block> {
@@ -490,8 +536,7 @@ impl<'a> Builder<'a> {
                     on = Some(self.ident(i));
                 }
                 Rule::body => {
-                    let end = span_of(&c).end as usize;
-                    close = Span::new(end.saturating_sub(1), end);
+                    close = self.close_of(&c, "eval".to_string());
                     items = self.items(c.into_inner(), false);
                 }
                 _ => {}

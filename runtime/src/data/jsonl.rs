@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use post_graph::MAX_DATA_FILE_BYTES;
+
 use super::{DataError, Record};
 
 /// Read `path`; `fields` maps record field -> JSON key (an empty map keeps every top-level key).
@@ -13,7 +15,7 @@ pub fn load_jsonl(
     fields: &BTreeMap<String, String>,
 ) -> Result<Vec<Record>, DataError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+    let text = read_data_file(path, MAX_DATA_FILE_BYTES).map_err(|source| DataError::Io {
         file: file.clone(),
         source,
     })?;
@@ -59,6 +61,27 @@ pub fn load_jsonl(
         out.push(Record::new(record));
     }
     Ok(out)
+}
+
+/// Read a data file as UTF-8 text: only a regular file (`/dev/zero` would be read without end,
+/// and opening a named pipe blocks the run), of at most `limit` bytes.
+pub fn read_data_file(path: &Path, limit: u64) -> std::io::Result<String> {
+    let bytes = post_graph::files::read_regular(path, limit).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::IsADirectory {
+            std::io::Error::other("it is a directory; data must be a regular JSONL file")
+        } else {
+            e
+        }
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 fn value_text(v: &serde_json::Value) -> Option<String> {
@@ -110,5 +133,44 @@ mod tests {
             e.contains(":1: missing key `a` (for field `answer`)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let fields = BTreeMap::new();
+        // A device would be read without end; refused by its metadata, before it is opened.
+        if Path::new("/dev/zero").exists() {
+            let e = load_jsonl(Path::new("/dev/zero"), &fields)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("/dev/zero") && e.contains("not a regular file"),
+                "{e}"
+            );
+        }
+        let p = write("dir", "{}\n");
+        let dir = p.parent().unwrap();
+        let e = load_jsonl(dir, &fields).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+        let e = read_data_file(&p, 2).unwrap_err().to_string();
+        assert!(e.contains("larger than 2 bytes"), "{e}");
+        assert_eq!(read_data_file(&p, 3).unwrap(), "{}\n");
+    }
+
+    /// A named pipe with no writer would block `open` forever; it is refused at once.
+    #[cfg(unix)]
+    #[test]
+    fn a_named_pipe_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("post-jsonl-{}-fifo", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("pipe.jsonl");
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo on this machine: nothing to test
+        }
+        let e = load_jsonl(&fifo, &BTreeMap::new()).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

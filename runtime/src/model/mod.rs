@@ -92,6 +92,26 @@ pub fn validate_config(cfg: &ModelConfig) -> std::result::Result<(), String> {
     if cfg.sliding_window == Some(0) {
         return Err("model config: sliding_window must be positive".into());
     }
+    // Checked before anything is allocated: a `config.json` with `hidden_size = 2^20` used to
+    // abort allocating the embedding before the memory check ran.
+    let limit = presets::MAX_PARAMETERS;
+    match presets::checked_parameter_count(cfg, true) {
+        Some(n) if n <= limit => {}
+        Some(n) => {
+            return Err(format!(
+                "model config: {n} parameters is more than the limit of {limit} \
+                 (vocab_size {}, hidden_size {}, intermediate_size {}, num_layers {})",
+                cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+            ));
+        }
+        None => {
+            return Err(format!(
+                "model config: the parameter count overflows 64 bits \
+                 (vocab_size {}, hidden_size {}, intermediate_size {}, num_layers {})",
+                cfg.vocab_size, cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
+            ));
+        }
+    }
     if !(cfg.rms_norm_eps.is_finite() && cfg.rms_norm_eps >= 0.0) {
         return Err(format!(
             "model config: rms_norm_eps {} must be >= 0",

@@ -5,6 +5,38 @@ use post_graph::ModelConfig;
 pub use post_graph::presets::{NAMES, config, m20, tiny};
 
 /// Number of trainable parameters of a configuration (tied head counted once).
+/// Most parameters a model may have (2^38, 1 TiB in f32): a configuration beyond this is a
+/// mistake (or a hostile `config.json`), refused before anything is allocated.
+pub const MAX_PARAMETERS: u64 = 1 << 38;
+
+/// [`parameter_count`] in checked arithmetic: `None` when it overflows `u64`, so a
+/// `config.json` with absurd dimensions is refused rather than wrapping to a small count.
+pub fn checked_parameter_count(cfg: &ModelConfig, attention_bias: bool) -> Option<u64> {
+    let n = |x: usize| u64::try_from(x).ok();
+    let h = n(cfg.hidden_size)?;
+    let hd = h.checked_div(n(cfg.num_heads)?).unwrap_or(0);
+    let kv = n(cfg.num_kv_heads)?.checked_mul(hd)?;
+    let hh = h.checked_mul(h)?;
+    let attn = hh
+        .checked_mul(2)?
+        .checked_add(h.checked_mul(kv)?.checked_mul(2)?)?
+        .checked_add(if attention_bias {
+            h.checked_add(kv.checked_mul(2)?)?
+        } else {
+            0
+        })?;
+    let mlp = h.checked_mul(n(cfg.intermediate_size)?)?.checked_mul(3)?;
+    let layer = attn.checked_add(mlp)?.checked_add(h.checked_mul(2)?)?;
+    let embed = n(cfg.vocab_size)?.checked_mul(h)?;
+    let head = if cfg.tie_embeddings { 0 } else { embed };
+    embed
+        .checked_add(n(cfg.num_layers)?.checked_mul(layer)?)?
+        .checked_add(h)?
+        .checked_add(head)
+}
+
+/// The number of parameters. Only for configurations [`crate::model::validate_config`]
+/// accepted (which bounds [`checked_parameter_count`]), so it cannot overflow.
 pub fn parameter_count(cfg: &ModelConfig, attention_bias: bool) -> usize {
     let h = cfg.hidden_size;
     let hd = h.checked_div(cfg.num_heads).unwrap_or(0);
@@ -24,6 +56,24 @@ pub fn parameter_count(cfg: &ModelConfig, attention_bias: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_count_agrees_and_refuses_overflow() {
+        for name in ["tiny", "20m"] {
+            let c = config(name).unwrap();
+            for bias in [false, true] {
+                assert_eq!(
+                    checked_parameter_count(&c, bias),
+                    Some(parameter_count(&c, bias) as u64)
+                );
+            }
+        }
+        let mut c = config("tiny").unwrap();
+        c.hidden_size = 1 << 40;
+        c.num_heads = 1;
+        c.num_kv_heads = 1;
+        assert_eq!(checked_parameter_count(&c, false), None);
+    }
 
     #[test]
     fn presets_have_the_briefed_sizes() {

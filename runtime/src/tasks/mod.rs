@@ -69,6 +69,8 @@ pub enum TaskKind {
 pub enum TaskError {
     #[error("unknown task `{0}` (built-in tasks: {names})", names = post_graph::tasks::names().collect::<Vec<_>>().join(", "))]
     Unknown(String),
+    #[error("task size {size} is more than the limit of {max} records", max = post_graph::tasks::MAX_TASK_SIZE)]
+    Size { size: usize },
     #[error("task difficulty range {lo}..={hi} is empty")]
     EmptyRange { lo: u32, hi: u32 },
     #[error("task `{task}` supports difficulty {min}..={max}, got {got}")]
@@ -149,6 +151,10 @@ pub fn generate_mixed(
     seed: u64,
 ) -> Result<Vec<Record>, TaskError> {
     let kind = TaskKind::parse(task)?;
+    // The compiler refuses these too; a hand-written graph must not abort allocating records.
+    if size > post_graph::tasks::MAX_TASK_SIZE {
+        return Err(TaskError::Size { size });
+    }
     let (min, max) = kind.difficulty_range();
     for got in [*difficulty.start(), *difficulty.end()] {
         if got < min || got > max {
