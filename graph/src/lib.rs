@@ -701,12 +701,23 @@ pub enum GraphError {
         what: &'static str,
         name: String,
     },
+    /// A size past the limit the checker enforces on `.post` files (a hand-written graph JSON
+    /// with `batch = 2^62` would otherwise overflow allocation arithmetic at run time).
+    Size {
+        what: String,
+        value: usize,
+        limit: usize,
+    },
 }
 
 impl fmt::Display for GraphError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             GraphError::Json(e) => write!(f, "malformed graph JSON: {e}"),
+            GraphError::Size { what, value, limit } => write!(
+                f,
+                "{what} is {value}, past the limit of {limit} that `post check` enforces"
+            ),
             GraphError::Name { what, name } => write!(
                 f,
                 "{what} name {name:?} is not an identifier (letters, digits and `_`, not starting with a digit)"
@@ -743,7 +754,53 @@ impl Graph {
         }
         let graph: Graph = serde_json::from_str(text).map_err(GraphError::Json)?;
         graph.validate_names()?;
+        graph.validate_sizes()?;
         Ok(graph)
+    }
+
+    /// Batch and task sizes within the limits the checker puts on `.post` files
+    /// ([`MAX_BATCH`], [`tasks::MAX_TASK_SIZE`]), so a graph JSON cannot reach the runtime's
+    /// size arithmetic with values no `.post` file could give.
+    pub fn validate_sizes(&self) -> Result<(), GraphError> {
+        let check = |what: String, value: usize, limit: usize| {
+            if value > limit {
+                Err(GraphError::Size { what, value, limit })
+            } else {
+                Ok(())
+            }
+        };
+        for d in &self.datasets {
+            if let DataSource::Task { size, .. } = &d.source {
+                check(
+                    format!("dataset `{}`: task size", d.name),
+                    *size,
+                    tasks::MAX_TASK_SIZE,
+                )?;
+            }
+        }
+        for st in &self.stages {
+            if let StageKind::Train(t) = &st.kind {
+                check(
+                    format!("stage `{}`: batch", st.name),
+                    t.batch.size,
+                    MAX_BATCH,
+                )?;
+                check(
+                    format!("stage `{}`: grad_accum", st.name),
+                    t.grad_accum,
+                    MAX_BATCH,
+                )?;
+            }
+        }
+        for r in &self.rollouts {
+            let n = match &r.policy {
+                Rollout::Sample(s) => s.n,
+                Rollout::Branched { base, .. } => base.n,
+                _ => continue,
+            };
+            check(format!("rollout `{}`: n", r.name), n, MAX_BATCH)?;
+        }
+        Ok(())
     }
 
     /// Every name is an identifier, as the compiler writes them (a hand-written graph JSON
@@ -879,6 +936,39 @@ mod tests {
             ..g
         };
         assert!(Graph::from_json(&ok.to_json()).is_ok());
+    }
+
+    #[test]
+    fn sizes_past_the_checker_limits_are_refused() {
+        let task = |size: usize| Graph {
+            version: GRAPH_VERSION,
+            experiment: "e".into(),
+            seed: 0,
+            models: vec![],
+            datasets: vec![DataNode {
+                name: "d".into(),
+                source: DataSource::Task {
+                    task: "arith".into(),
+                    split: Split::Train,
+                    size,
+                    difficulty: 2,
+                    min_difficulty: None,
+                },
+                transforms: vec![],
+            }],
+            rewards: vec![],
+            rollouts: vec![],
+            stages: vec![],
+            defaults_applied: vec![],
+            prerequisites: vec![],
+        };
+        assert!(Graph::from_json(&task(tasks::MAX_TASK_SIZE).to_json()).is_ok());
+        let err = Graph::from_json(&task(1 << 62).to_json()).unwrap_err();
+        assert!(
+            matches!(&err, GraphError::Size { limit, .. } if *limit == tasks::MAX_TASK_SIZE),
+            "{err}"
+        );
+        assert!(err.to_string().contains("dataset `d`: task size"), "{err}");
     }
 
     #[test]

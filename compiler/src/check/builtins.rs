@@ -1243,7 +1243,9 @@ fn jsonl(
             Ok(lines) => {
                 let mut keys: Option<BTreeSet<String>> = None;
                 for l in lines.iter().filter(|l| !l.trim().is_empty()) {
-                    match serde_json::from_str::<serde_json::Value>(l) {
+                    match serde_json::from_str::<serde_json::Value>(
+                        l.trim_start_matches('\u{feff}'),
+                    ) {
                         Ok(serde_json::Value::Object(m)) => {
                             let ks: BTreeSet<String> = m.keys().cloned().collect();
                             keys = Some(match keys {

@@ -73,15 +73,20 @@ pub fn read_data_file(path: &Path, limit: u64) -> std::io::Result<String> {
             e
         }
     })?;
-    String::from_utf8(bytes).map_err(|e| {
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count();
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!(
-                "it is not UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
+            format!("line {line}: it is not UTF-8 text (invalid byte at offset {at})"),
         )
-    })
+    })?;
+    // A byte-order mark (editors on Windows write one) is not JSON; without this the first
+    // record would fail as "expected value at line 1 column 1".
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 fn value_text(v: &serde_json::Value) -> Option<String> {
@@ -96,6 +101,20 @@ fn value_text(v: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invalid_utf8_names_its_line_and_a_bom_is_skipped() {
+        let dir = std::env::temp_dir().join(format!("post-jsonl-enc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.jsonl");
+        std::fs::write(&bad, b"{\"a\": \"x\"}\n{\"a\": \"\xff\"}\n").unwrap();
+        let e = read_data_file(&bad, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("offset 18"), "{e}");
+        let bom = dir.join("bom.jsonl");
+        std::fs::write(&bom, "\u{feff}{\"a\": \"x\"}\n").unwrap();
+        assert_eq!(read_data_file(&bom, 1 << 20).unwrap(), "{\"a\": \"x\"}\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn write(name: &str, text: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("post-jsonl-{}-{name}", std::process::id()));
