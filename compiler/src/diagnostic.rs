@@ -37,6 +37,16 @@ pub struct Diagnostic {
     pub primary: Label,
     pub secondary: Vec<Label>,
     pub help: Option<String>,
+    /// An edit that resolves it (the editor offers it as a quick fix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<Fix>,
+}
+
+/// Replace `span` with `replacement`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fix {
+    pub span: Span,
+    pub replacement: String,
 }
 
 impl Diagnostic {
@@ -53,6 +63,7 @@ impl Diagnostic {
             primary: Label::new(span, label),
             secondary: Vec::new(),
             help: None,
+            fix: None,
         }
     }
 
@@ -66,6 +77,23 @@ impl Diagnostic {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(code, message, span, label)
+        }
+    }
+
+    /// The fix: replace `span` with `replacement`.
+    pub fn with_fix(mut self, span: Span, replacement: impl Into<String>) -> Self {
+        self.fix = Some(Fix {
+            span,
+            replacement: replacement.into(),
+        });
+        self
+    }
+
+    /// [`Diagnostic::with_fix`] when there is a replacement.
+    pub fn with_fix_opt(self, span: Span, replacement: Option<&str>) -> Self {
+        match replacement {
+            Some(r) => self.with_fix(span, r),
+            None => self,
         }
     }
 

@@ -63,6 +63,55 @@ pub fn diagnostic(text: &Text, uri: &lt::Uri, d: &post_compiler::Diagnostic) -> 
         message,
         related_information: (!related.is_empty()).then_some(related),
         tags: None,
-        data: d.help.as_ref().map(|h| serde_json::json!({ "help": h })),
+        data: diagnostic_data(text, d),
     }
+}
+
+/// The help, and the fix as an edit, for the quick fix the editor asks for later
+/// (`textDocument/codeAction` sends the diagnostics back with this `data`).
+fn diagnostic_data(text: &Text, d: &post_compiler::Diagnostic) -> Option<serde_json::Value> {
+    let mut data = serde_json::Map::new();
+    if let Some(h) = &d.help {
+        data.insert("help".into(), serde_json::json!(h));
+    }
+    if let Some(f) = &d.fix {
+        data.insert(
+            "fix".into(),
+            serde_json::json!({ "range": text.range(f.span), "newText": f.replacement }),
+        );
+    }
+    (!data.is_empty()).then_some(serde_json::Value::Object(data))
+}
+
+/// The quick fixes of the diagnostics a `textDocument/codeAction` request carries: each with a
+/// `fix` in its data becomes an edit of the document.
+pub fn quick_fixes(uri: &lt::Uri, diagnostics: &[lt::Diagnostic]) -> Vec<lt::CodeActionOrCommand> {
+    let mut out = Vec::new();
+    for d in diagnostics {
+        let Some(fix) = d.data.as_ref().and_then(|v| v.get("fix")) else {
+            continue;
+        };
+        let (Some(range), Some(new_text)) = (
+            fix.get("range")
+                .and_then(|r| serde_json::from_value::<lt::Range>(r.clone()).ok()),
+            fix.get("newText").and_then(|t| t.as_str()),
+        ) else {
+            continue;
+        };
+        let edit = lt::TextEdit::new(range, new_text.to_string());
+        #[allow(clippy::mutable_key_type)] // lsp-types keys edits by Uri, as the protocol does
+        let changes = std::collections::HashMap::from([(uri.clone(), vec![edit])]);
+        out.push(lt::CodeActionOrCommand::CodeAction(lt::CodeAction {
+            title: format!("Rename to `{new_text}`"),
+            kind: Some(lt::CodeActionKind::QUICKFIX),
+            diagnostics: Some(vec![d.clone()]),
+            edit: Some(lt::WorkspaceEdit {
+                changes: Some(changes),
+                ..Default::default()
+            }),
+            is_preferred: Some(true),
+            ..Default::default()
+        }));
+    }
+    out
 }

@@ -94,6 +94,7 @@ fn capabilities() -> lt::ServerCapabilities {
         })),
         document_symbol_provider: Some(lt::OneOf::Left(true)),
         document_formatting_provider: Some(lt::OneOf::Left(true)),
+        code_action_provider: Some(lt::CodeActionProviderCapability::Simple(true)),
         semantic_tokens_provider: Some(
             lt::SemanticTokensServerCapabilities::SemanticTokensOptions(
                 lt::SemanticTokensOptions {
@@ -618,6 +619,13 @@ impl Server {
                     .map(|o| document_symbol(&t, o))
                     .collect();
                 json(lt::DocumentSymbolResponse::Nested(symbols))
+            }
+            R::CodeActionRequest::METHOD => {
+                let p: lt::CodeActionParams = parse(req.params)?;
+                json(crate::convert::quick_fixes(
+                    &p.text_document.uri,
+                    &p.context.diagnostics,
+                ))
             }
             R::Formatting::METHOD => {
                 let p: lt::DocumentFormattingParams = parse(req.params)?;

@@ -144,23 +144,25 @@ pub fn assign_args(
                         }
                     }
                     None => {
-                        let help = suggest::did_you_mean(&n.name, names.iter().copied())
-                            .unwrap_or_else(|| {
-                                if names.is_empty() {
-                                    "this takes no arguments".to_string()
-                                } else {
-                                    format!("the arguments are: {}", names.join(", "))
-                                }
-                            });
-                        c.err(
-                            Diagnostic::error(
-                                Code::E0103,
-                                format!("unknown argument `{}`", n.name),
-                                n.span,
-                                "unknown argument",
-                            )
-                            .with_help(help),
-                        );
+                        let (help, fix) = suggest::unknown_name(&n.name, names.iter().copied());
+                        let help = help.unwrap_or_else(|| {
+                            if names.is_empty() {
+                                "this takes no arguments".to_string()
+                            } else {
+                                format!("the arguments are: {}", names.join(", "))
+                            }
+                        });
+                        let mut d = Diagnostic::error(
+                            Code::E0103,
+                            format!("unknown argument `{}`", n.name),
+                            n.span,
+                            "unknown argument",
+                        )
+                        .with_help(help);
+                        if let Some(to) = fix {
+                            d = d.with_fix(n.span, to);
+                        }
+                        c.err(d);
                         ok = false;
                     }
                 }
@@ -1569,12 +1571,18 @@ pub fn bind_expr_call<'a>(
                     "unknown argument",
                 )
                 .with_help(
-                    suggest::did_you_mean(&n.name, optional.iter().copied()).unwrap_or_else(|| {
-                        format!(
-                            "`{name}` takes positional arguments only: drop `{} =`",
-                            n.name
-                        )
-                    }),
+                    suggest::unknown_name(&n.name, optional.iter().copied())
+                        .0
+                        .unwrap_or_else(|| {
+                            format!(
+                                "`{name}` takes positional arguments only: drop `{} =`",
+                                n.name
+                            )
+                        }),
+                )
+                .with_fix_opt(
+                    n.span,
+                    suggest::unknown_name(&n.name, optional.iter().copied()).1,
                 ),
             );
             return None;

@@ -1500,9 +1500,15 @@ impl<'e> Settings<'e> {
                         "unknown setting",
                     )
                     .with_help(
-                        suggest::did_you_mean(&s.key.name, known.iter().copied()).unwrap_or_else(
-                            || format!("the settings of {what} are: {}", known.join(", ")),
-                        ),
+                        suggest::unknown_name(&s.key.name, known.iter().copied())
+                            .0
+                            .unwrap_or_else(|| {
+                                format!("the settings of {what} are: {}", known.join(", "))
+                            }),
+                    )
+                    .with_fix_opt(
+                        s.key.span,
+                        suggest::unknown_name(&s.key.name, known.iter().copied()).1,
                     ),
                 );
                 continue;
