@@ -19,10 +19,23 @@ mod fs;
 mod lsp;
 mod run;
 
+/// The binary's version and the graph format it reads and writes (a graph JSON of another
+/// format is refused), so a bug report names both.
+fn version() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| {
+        format!(
+            "{} (graph format {})",
+            env!("CARGO_PKG_VERSION"),
+            post_graph::GRAPH_VERSION
+        )
+    })
+}
+
 #[derive(Parser)]
 #[command(
     name = "post",
-    version,
+    version = version(),
     about = "Declarative LLM post-training experiments: check, format, compile and run .post files"
 )]
 struct Cli {
@@ -47,6 +60,8 @@ enum Command {
     Lsp(lsp::Args),
     /// Run an experiment (.post, or a graph .json): metrics, summary, plot, checkpoints.
     Run(run::Args),
+    /// Print a shell completion script: `post completions bash > ~/.local/share/bash-completion/completions/post`.
+    Completions { shell: clap_complete::Shell },
 }
 
 fn main() -> ExitCode {
@@ -70,5 +85,10 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(b),
         Command::Lsp(a) => lsp::run(a),
         Command::Run(a) => run::run(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "post", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
     }
 }

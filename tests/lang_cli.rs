@@ -219,3 +219,24 @@ fn absurd_sizes_devices_and_huge_patterns_are_refused_by_check() {
         );
     }
 }
+
+#[test]
+fn version_names_the_graph_format_and_completions_print() {
+    let o = post(&["--version"]);
+    assert_eq!(code(&o), 0);
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        v.contains(&format!("graph format {}", post_graph::GRAPH_VERSION)),
+        "{v}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let o = post(&["completions", shell]);
+        assert_eq!(code(&o), 0, "{shell}");
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            s.contains("compile") && s.contains("allow-read"),
+            "{shell}: {s}"
+        );
+    }
+    assert_eq!(code(&post(&["completions", "cmd.exe"])), 2);
+}
