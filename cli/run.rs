@@ -84,18 +84,12 @@ pub(crate) fn load_graph(fs: &OsFs, file: &str) -> Result<post_graph::Graph, Exi
 /// A graph JSON's paths may be read only where a `.post` file's could (its own directory and
 /// `--allow-read`): the checker's scope, applied to a graph that did not come through it.
 fn check_reads(fs: &OsFs, graph: &post_graph::Graph, file: &str) -> Result<(), ExitCode> {
-    use post_compiler::FileSystem;
-    use post_compiler::check::read_scope::{lexical, within};
     let base = base_dir_of(file);
-    let mut roots = vec![base.to_string_lossy().into_owned()];
-    roots.extend(fs.allowed_roots());
-    let canon = |p: &str| fs.canonicalize(p).unwrap_or_else(|| lexical(p));
-    let roots: Vec<String> = roots.iter().map(|r| canon(r)).collect();
+    let own = base.to_string_lossy();
     let mut bad = 0;
     for r in graph.reads() {
         let path = base.join(&r.path).to_string_lossy().into_owned();
-        let target = canon(&path);
-        if !roots.iter().any(|root| within(&target, root)) {
+        if let Err(target) = post_compiler::check::read_scope::permitted(fs, &path, &own) {
             eprintln!(
                 "error: {file}: {} reads `{}` (resolves to `{target}`), outside the directories this graph may read",
                 r.what, r.path

@@ -152,16 +152,14 @@ pub fn assign_args(
                                 format!("the arguments are: {}", names.join(", "))
                             }
                         });
-                        let mut d = Diagnostic::error(
+                        let d = Diagnostic::error(
                             Code::E0103,
                             format!("unknown argument `{}`", n.name),
                             n.span,
                             "unknown argument",
                         )
-                        .with_help(help);
-                        if let Some(to) = fix {
-                            d = d.with_fix(n.span, to);
-                        }
+                        .with_help(help)
+                        .with_fix_opt(n.span, fix);
                         c.err(d);
                         ok = false;
                     }
@@ -1563,6 +1561,7 @@ pub fn bind_expr_call<'a>(
             continue;
         };
         let Some(p) = optional.iter().find(|p| **p == n.name) else {
+            let (help, fix) = suggest::unknown_name(&n.name, optional.iter().copied());
             c.err(
                 Diagnostic::error(
                     Code::E0103,
@@ -1570,20 +1569,13 @@ pub fn bind_expr_call<'a>(
                     a.span,
                     "unknown argument",
                 )
-                .with_help(
-                    suggest::unknown_name(&n.name, optional.iter().copied())
-                        .0
-                        .unwrap_or_else(|| {
-                            format!(
-                                "`{name}` takes positional arguments only: drop `{} =`",
-                                n.name
-                            )
-                        }),
-                )
-                .with_fix_opt(
-                    n.span,
-                    suggest::unknown_name(&n.name, optional.iter().copied()).1,
-                ),
+                .with_help(help.unwrap_or_else(|| {
+                    format!(
+                        "`{name}` takes positional arguments only: drop `{} =`",
+                        n.name
+                    )
+                }))
+                .with_fix_opt(n.span, fix),
             );
             return None;
         };

@@ -1492,6 +1492,7 @@ impl<'e> Settings<'e> {
         for item in items {
             let Item::Setting(s) = item else { continue };
             if !known.contains(&s.key.name.as_str()) {
+                let (help, fix) = suggest::unknown_name(&s.key.name, known.iter().copied());
                 c.err(
                     Diagnostic::error(
                         Code::E0103,
@@ -1499,17 +1500,10 @@ impl<'e> Settings<'e> {
                         s.key.span,
                         "unknown setting",
                     )
-                    .with_help(
-                        suggest::unknown_name(&s.key.name, known.iter().copied())
-                            .0
-                            .unwrap_or_else(|| {
-                                format!("the settings of {what} are: {}", known.join(", "))
-                            }),
-                    )
-                    .with_fix_opt(
-                        s.key.span,
-                        suggest::unknown_name(&s.key.name, known.iter().copied()).1,
-                    ),
+                    .with_help(help.unwrap_or_else(|| {
+                        format!("the settings of {what} are: {}", known.join(", "))
+                    }))
+                    .with_fix_opt(s.key.span, fix),
                 );
                 continue;
             }

@@ -6,6 +6,7 @@
 //! weights it exports.
 
 use super::Checker;
+use crate::FileSystem;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::span::Span;
 
@@ -83,26 +84,35 @@ pub fn canonicalize_with(path: &str, existing: impl Fn(&str) -> Option<String>) 
     }
 }
 
-impl Checker<'_> {
-    fn canonical(&self, path: &str) -> String {
-        self.fs.canonicalize(path).unwrap_or_else(|| lexical(path))
+/// Whether `resolved` (a path as the run will open it) lies under `own_dir` or a directory
+/// `fs` grants; otherwise `Err` with where it resolves to. The checker's E0506 and `post run`
+/// of a graph JSON both ask this.
+pub fn permitted(fs: &dyn FileSystem, resolved: &str, own_dir: &str) -> Result<(), String> {
+    let canon = |p: &str| fs.canonicalize(p).unwrap_or_else(|| lexical(p));
+    let target = canon(resolved);
+    let own = if own_dir.is_empty() { "." } else { own_dir };
+    let granted = fs.allowed_roots();
+    let mut roots = std::iter::once(own).chain(granted.iter().map(String::as_str));
+    if roots.any(|r| within(&target, &canon(r))) {
+        Ok(())
+    } else {
+        Err(target)
     }
+}
 
+impl Checker<'_> {
     /// `p` as written in the file, resolved against the file's directory, if the file may read
     /// it; otherwise E0506 at `span` and `None`.
     pub fn read_path(&mut self, p: &str, span: Span) -> Option<String> {
         let resolved = self.resolve_path(p);
+        let Err(target) = permitted(self.fs, &resolved, &self.base_dir) else {
+            return Some(resolved);
+        };
         let own = if self.base_dir.is_empty() {
             ".".to_string()
         } else {
             self.base_dir.clone()
         };
-        let target = self.canonical(&resolved);
-        let mut roots = vec![own.clone()];
-        roots.extend(self.fs.allowed_roots());
-        if roots.iter().any(|r| within(&target, &self.canonical(r))) {
-            return Some(resolved);
-        }
         let shown = if target == lexical(&resolved) {
             format!("`{resolved}`")
         } else {
